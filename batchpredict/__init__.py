@@ -1,0 +1,22 @@
+"""batchpredict: Vertex AI-compatible batch prediction, locally or on Vertex AI.
+
+The runtime package: everything that runs inside a component's container. It never imports kfp at
+module top level, so it is usable from a notebook, a script or the ``batchpredict`` CLI.
+"""
+
+# The one place the package version (and so the component image tag) is defined.
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "BatchPredictionJobSpec", "run_batch_prediction"]
+
+
+def __getattr__(name: str):  # lazy exports keep `import batchpredict` cheap
+    if name == "BatchPredictionJobSpec":
+        from batchpredict.spec import BatchPredictionJobSpec
+
+        return BatchPredictionJobSpec
+    if name == "run_batch_prediction":
+        from batchpredict.backends import run_batch_prediction
+
+        return run_batch_prediction
+    raise AttributeError(name)

@@ -1,0 +1,38 @@
+"""Error types shared by the runtime.
+
+Job-level errors stop a job before or during work and exit non-zero; per-instance failures become
+error records (``{"error": {"code": ..., "message": ...}}``) and never stop a job.
+"""
+
+# google.rpc.Code values used in per-instance error records.
+CODE_INVALID_ARGUMENT = 3  # the instance itself is bad (malformed JSON, wrong arity, non-numeric)
+CODE_INTERNAL = 13  # the model failed on an instance that looked valid
+
+
+class BatchPredictError(Exception):
+    """Base class for job-level errors."""
+
+    exit_code = 13
+
+
+class UserError(BatchPredictError):
+    """A user's mistake: bad arguments, missing input, unreadable model. Exits 1.
+
+    The message names the offending value and the fix.
+    """
+
+    exit_code = 1
+
+
+class InternalError(BatchPredictError):
+    """Something failed that is not the user's input. Exits 13."""
+
+    exit_code = 13
+
+
+class InstanceError(Exception):
+    """One instance cannot be predicted; becomes an error record with ``code``."""
+
+    def __init__(self, message: str, code: int = CODE_INVALID_ARGUMENT) -> None:
+        super().__init__(message)
+        self.code = code

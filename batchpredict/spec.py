@@ -1,0 +1,252 @@
+"""The batch prediction job: every input of GCPC's ModelBatchPredictOp, plus this toolkit's own.
+
+One dataclass is shared by the CLI, the Python API, the KFP component and both backends, so that a
+job means the same thing wherever it is started. Field names are ModelBatchPredictOp's input names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchpredict.errors import UserError
+
+INSTANCES_FORMATS = (
+    "jsonl",
+    "csv",
+    "tf-record",
+    "tf-record-gzip",
+    "file-list",
+    "parquet",
+    "bigquery",
+)
+PREDICTIONS_FORMATS = ("jsonl", "csv", "parquet", "bigquery")
+INSTANCE_TYPES = ("", "object", "array")
+BACKENDS = ("local", "vertex")
+
+# Our default instances per predict call when the user leaves batch size at 0. Vertex's service
+# default is 64, tuned for HTTP model servers; in-process models are far faster on larger batches
+# (bench/engine_bench.py). A user's value is always respected exactly.
+DEFAULT_BATCH_SIZE = 2048
+
+# Inputs that only mean something on Vertex AI. The local backend accepts and records them.
+VERTEX_ONLY_FIELDS = (
+    "machine_type",
+    "accelerator_type",
+    "accelerator_count",
+    "starting_replica_count",
+    "max_replica_count",
+    "service_account",
+    "encryption_spec_key_name",
+    "labels",
+)
+
+
+@dataclass
+class BatchPredictionJobSpec:
+    """A batch prediction job, named as GCPC's ModelBatchPredictOp names its inputs.
+
+    Attributes beyond GCPC's:
+        backend: ``local`` (this machine) or ``vertex`` (a Vertex AI BatchPredictionJob).
+        model_uri: the model artifact directory (local path, ``gs://`` or ``/gcs/``), e.g. an
+            UnmanagedContainerModel's URI or a ``system.Model`` artifact's path.
+        model_resource_name: a Vertex ``projects/.../models/...`` name (vertex backend).
+        container_image_uri: the model's serving image; picks the framework of a local model
+            (``.../sklearn-cpu.1-3:latest``), and is sent as is to Vertex.
+        model_display_name: the name used in the output directory; defaults to ``job_display_name``.
+        workers: local worker processes; 0 means one per CPU core.
+        return_probabilities: classifiers return class probabilities instead of labels.
+        predictor_class: ``module:Class`` of a Custom Prediction Routine ``Predictor``.
+        max_failed_fraction: fail the job when failed / read is above this fraction.
+        output_directory_name: a fixed output directory name instead of the timestamped
+            ``prediction-<model>-<timestamp>``, so the path is known in advance and reruns are
+            cache-friendly.
+        progress: print a live progress line.
+    """
+
+    job_display_name: str
+    location: str = "us-central1"
+    instances_format: str = "jsonl"
+    predictions_format: str = "jsonl"
+    gcs_source_uris: list[str] = field(default_factory=list)
+    bigquery_source_input_uri: str = ""
+    instance_type: str = ""
+    key_field: str = ""
+    included_fields: list[str] = field(default_factory=list)
+    excluded_fields: list[str] = field(default_factory=list)
+    model_parameters: dict[str, Any] = field(default_factory=dict)
+    gcs_destination_output_uri_prefix: str = ""
+    bigquery_destination_output_uri: str = ""
+    machine_type: str = ""
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    starting_replica_count: int = 0
+    max_replica_count: int = 0
+    service_account: str = ""
+    manual_batch_tuning_parameters_batch_size: int = 0
+    generate_explanation: bool = False
+    explanation_metadata: dict[str, Any] = field(default_factory=dict)
+    explanation_parameters: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    encryption_spec_key_name: str = ""
+    project: str = ""
+    # --- this toolkit's own ---
+    backend: str = "local"
+    model_uri: str = ""
+    model_resource_name: str = ""
+    container_image_uri: str = ""
+    model_display_name: str = ""
+    workers: int = 0
+    return_probabilities: bool = False
+    predictor_class: str = ""
+    max_failed_fraction: float = 1.0
+    output_directory_name: str = ""
+    progress: bool = True
+
+    @property
+    def batch_size(self) -> int:
+        """Instances per predict call: the user's value exactly, else our default."""
+        return self.manual_batch_tuning_parameters_batch_size or DEFAULT_BATCH_SIZE
+
+    @property
+    def worker_count(self) -> int:
+        """Local worker processes to start."""
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    @property
+    def display_name_for_output(self) -> str:
+        """The model name that goes into ``prediction-<model>-<timestamp>``."""
+        return self.model_display_name or self.job_display_name
+
+    def vertex_only_settings(self) -> dict[str, Any]:
+        """The Vertex-only inputs a user set (non-default), for recording by the local backend."""
+        defaults = {f.name: _default_of(f) for f in dataclasses.fields(self)}
+        return {
+            name: getattr(self, name)
+            for name in VERTEX_ONLY_FIELDS
+            if getattr(self, name) != defaults[name]
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy of every field."""
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Refuse invalid inputs and combinations before any work, naming the values and the fix."""
+        _check_choice("instances_format", self.instances_format, INSTANCES_FORMATS)
+        _check_choice("predictions_format", self.predictions_format, PREDICTIONS_FORMATS)
+        _check_choice("instance_type", self.instance_type, INSTANCE_TYPES)
+        _check_choice("backend", self.backend, BACKENDS)
+        if not self.job_display_name:
+            raise UserError("job_display_name is required; got an empty string.")
+        has_gcs = bool(self.gcs_source_uris)
+        has_bq = bool(self.bigquery_source_input_uri)
+        if has_gcs == has_bq:
+            raise UserError(
+                "Give exactly one input source: gcs_source_uris or bigquery_source_input_uri; got "
+                f"gcs_source_uris={self.gcs_source_uris!r} and "
+                f"bigquery_source_input_uri={self.bigquery_source_input_uri!r}."
+            )
+        if has_bq and self.instances_format != "bigquery":
+            raise UserError(
+                "bigquery_source_input_uri needs instances_format='bigquery'; got "
+                f"instances_format={self.instances_format!r}."
+            )
+        if has_gcs and self.instances_format == "bigquery":
+            raise UserError(
+                "instances_format='bigquery' reads bigquery_source_input_uri, not gcs_source_uris; "
+                f"got gcs_source_uris={self.gcs_source_uris!r}. Set instances_format to the files' "
+                "format (jsonl, csv, tf-record, tf-record-gzip, file-list, parquet)."
+            )
+        has_gcs_out = bool(self.gcs_destination_output_uri_prefix)
+        has_bq_out = bool(self.bigquery_destination_output_uri)
+        if has_gcs_out == has_bq_out:
+            raise UserError(
+                "Give exactly one output destination: gcs_destination_output_uri_prefix or "
+                "bigquery_destination_output_uri; got "
+                f"gcs_destination_output_uri_prefix={self.gcs_destination_output_uri_prefix!r} and "
+                f"bigquery_destination_output_uri={self.bigquery_destination_output_uri!r}."
+            )
+        if has_bq_out != (self.predictions_format == "bigquery"):
+            raise UserError(
+                "predictions_format='bigquery' goes with bigquery_destination_output_uri, and only "
+                f"with it; got predictions_format={self.predictions_format!r} and "
+                f"bigquery_destination_output_uri={self.bigquery_destination_output_uri!r}."
+            )
+        if self.included_fields and self.excluded_fields:
+            raise UserError(
+                "included_fields and excluded_fields are mutually exclusive; got "
+                f"included_fields={self.included_fields!r} and "
+                f"excluded_fields={self.excluded_fields!r}. Keep one of them."
+            )
+        if self.instance_type == "object" and self.instances_format in (
+            "csv",
+            "tf-record",
+            "tf-record-gzip",
+            "file-list",
+        ):
+            raise UserError(
+                f"instance_type='object' is not supported for instances_format="
+                f"{self.instances_format!r}: its instances are "
+                + ("arrays of the row's values" if self.instances_format == "csv" else "b64 blobs")
+                + ". Use instance_type='' or 'array'."
+            )
+        if self.instances_format in ("tf-record", "tf-record-gzip", "file-list") and (
+            self.key_field or self.included_fields or self.excluded_fields
+        ):
+            raise UserError(
+                f"key_field, included_fields and excluded_fields need named fields, which "
+                f"instances_format={self.instances_format!r} does not have; got "
+                f"key_field={self.key_field!r}, included_fields={self.included_fields!r}, "
+                f"excluded_fields={self.excluded_fields!r}."
+            )
+        if self.key_field and self.predictions_format == "bigquery":
+            # Vertex rejects this combination too (googleapis/python-aiplatform#4514).
+            raise UserError(
+                f"key_field={self.key_field!r} cannot be used with BigQuery output, as on "
+                "Vertex AI; write jsonl/csv/parquet to gcs_destination_output_uri_prefix instead."
+            )
+        if self.manual_batch_tuning_parameters_batch_size < 0:
+            raise UserError(
+                "manual_batch_tuning_parameters_batch_size must be >= 0 (0 picks the default "
+                f"{DEFAULT_BATCH_SIZE}); got {self.manual_batch_tuning_parameters_batch_size}."
+            )
+        if self.workers < 0:
+            raise UserError(f"workers must be >= 0 (0 = one per core); got {self.workers}.")
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise UserError(
+                f"max_failed_fraction must be within [0, 1]; got {self.max_failed_fraction}."
+            )
+        if self.output_directory_name and ("/" in self.output_directory_name):
+            raise UserError(
+                "output_directory_name is one directory name, without '/'; got "
+                f"{self.output_directory_name!r}."
+            )
+        if self.backend == "local":
+            if self.generate_explanation:
+                raise UserError(
+                    "generate_explanation=True is not supported locally yet; set it to False, or "
+                    "run with backend='vertex'."
+                )
+            if not self.model_uri:
+                raise UserError(
+                    "The local backend needs a model directory: pass a Model or "
+                    "UnmanagedContainerModel artifact (model_uri). A Vertex model resource "
+                    f"({self.model_resource_name or 'none given'}) only runs with backend='vertex'."
+                )
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        shown = ", ".join(repr(c) for c in choices)
+        raise UserError(f"Unknown {name}={value!r}; expected one of {shown}.")
