@@ -64,6 +64,8 @@ class BatchPredictionJobSpec:
             ``prediction-<model>-<timestamp>``, so the path is known in advance and reruns are
             cache-friendly.
         progress: print a live progress line.
+        vertex_api_endpoint: overrides ``{location}-aiplatform.googleapis.com`` (tests, private
+            endpoints).
     """
 
     job_display_name: str
@@ -104,6 +106,7 @@ class BatchPredictionJobSpec:
     max_failed_fraction: float = 1.0
     output_directory_name: str = ""
     progress: bool = True
+    vertex_api_endpoint: str = ""
 
     @property
     def batch_size(self) -> int:

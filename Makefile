@@ -1,0 +1,46 @@
+# The README's two commands are `make run` and `make test`; both set up what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup run test test-fast lint format compile check-specs bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install --python $(BIN)/python -e ".[dev]"
+	touch $@
+
+## run: the main job, locally, on embedded defaults
+run: setup
+	$(BIN)/batchpredict example
+
+## test: the whole suite, with the services it needs (Docker engine, emulators)
+test: setup
+	$(BIN)/pytest -q
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## compile: regenerate component_specs/ and the pipelines' YAML
+compile: setup
+	$(BIN)/python scripts/compile.py
+
+check-specs: setup
+	$(BIN)/python scripts/compile.py --check
+
+bench: setup
+	$(BIN)/python bench/engine_bench.py
+
+clean:
+	rm -rf $(VENV) local_outputs .pytest_cache

@@ -1,0 +1,107 @@
+"""What ModelBatchPredictOp's body does, as plain Python (testable without KFP).
+
+The KFP component in ``components/model_batch_predict.py`` is a thin definition: its body passes
+its inputs and output artifacts here. Artifacts are duck-typed (``uri``, ``metadata``), so tests
+can call this with simple stand-ins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Protocol
+
+from batchpredict.backends import run_batch_prediction
+from batchpredict.errors import UserError
+from batchpredict.kfp_outputs import ArtifactOut, component_outputs
+from batchpredict.result import JobResult
+from batchpredict.spec import BatchPredictionJobSpec
+
+LOCAL_RESOURCE_TYPE = "LocalBatchPredictionJob"
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactLike(Protocol):
+    """The part of a KFP artifact this module uses."""
+
+    uri: str
+    metadata: dict[str, Any]
+
+
+def model_batch_predict(
+    *,
+    model: ArtifactLike | None,
+    unmanaged_container_model: ArtifactLike | None,
+    gcp_resources: str,
+    batchpredictionjob: ArtifactLike,
+    gcs_output_directory: ArtifactLike,
+    bigquery_output_table: ArtifactLike,
+    **inputs: Any,
+) -> JobResult:
+    """Runs the job described by the component's inputs and fills its outputs.
+
+    Args:
+        model: a ``google.VertexModel`` (metadata ``resourceName``) or a local model artifact
+            (``system.Model``) whose URI is the model directory.
+        unmanaged_container_model: a model directory plus ``containerSpec.imageUri``.
+        gcp_resources: the path of the ``gcp_resources`` output file.
+        batchpredictionjob: the ``google.VertexBatchPredictionJob`` output.
+        gcs_output_directory: the output directory artifact.
+        bigquery_output_table: the ``google.BQTable`` output.
+        **inputs: every other component input, by its name (BatchPredictionJobSpec fields).
+
+    Returns:
+        The job's result.
+    """
+    spec = BatchPredictionJobSpec(**inputs)
+    _apply_model_artifacts(spec, model, unmanaged_container_model)
+    result = run_batch_prediction(spec, gcp_resources_path=gcp_resources)
+    resource_type = "BatchPredictionJob" if spec.backend == "vertex" else LOCAL_RESOURCE_TYPE
+    outputs = component_outputs(result, resource_type=resource_type)
+    os.makedirs(os.path.dirname(gcp_resources) or ".", exist_ok=True)
+    with open(gcp_resources, "w") as f:
+        f.write(outputs.gcp_resources)
+    _fill(batchpredictionjob, outputs.batchpredictionjob)
+    if outputs.gcs_output_directory is not None:
+        _fill(gcs_output_directory, outputs.gcs_output_directory)
+    if outputs.bigquery_output_table is not None:
+        _fill(bigquery_output_table, outputs.bigquery_output_table)
+    log.info("Batch prediction finished: %s", result.to_dict())
+    return result
+
+
+def _apply_model_artifacts(
+    spec: BatchPredictionJobSpec,
+    model: ArtifactLike | None,
+    unmanaged: ArtifactLike | None,
+) -> None:
+    """Resolves the model inputs into the spec's model fields."""
+    if model is not None and unmanaged is not None:
+        raise UserError(
+            "Give either model or unmanaged_container_model, not both; got model="
+            f"{model.uri!r} and unmanaged_container_model={unmanaged.uri!r}."
+        )
+    if model is not None:
+        resource_name = (model.metadata or {}).get("resourceName", "")
+        if resource_name:
+            spec.model_resource_name = resource_name
+        else:
+            spec.model_uri = model.uri
+        spec.container_image_uri = spec.container_image_uri or _image_uri(model)
+        spec.model_display_name = spec.model_display_name or (model.metadata or {}).get(
+            "displayName", ""
+        )
+    elif unmanaged is not None:
+        spec.model_uri = unmanaged.uri
+        spec.container_image_uri = spec.container_image_uri or _image_uri(unmanaged)
+
+
+def _image_uri(artifact: ArtifactLike) -> str:
+    container_spec = (artifact.metadata or {}).get("containerSpec") or {}
+    return container_spec.get("imageUri", "")
+
+
+def _fill(artifact: ArtifactLike, out: ArtifactOut) -> None:
+    artifact.uri = out.uri
+    artifact.metadata.update(out.metadata)

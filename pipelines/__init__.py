@@ -1,0 +1,1 @@
+"""Example pipelines composing the components; each compiles to ``pipelines/<module>.yaml``."""
