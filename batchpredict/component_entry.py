@@ -88,12 +88,14 @@ def _apply_model_artifacts(
             spec.model_resource_name = resource_name
         else:
             spec.model_uri = model.uri
+            spec.model_metadata = dict(model.metadata or {})
         spec.container_image_uri = spec.container_image_uri or _image_uri(model)
         spec.model_display_name = spec.model_display_name or (model.metadata or {}).get(
             "displayName", ""
         )
     elif unmanaged is not None:
         spec.model_uri = unmanaged.uri
+        spec.model_metadata = dict(unmanaged.metadata or {})
         spec.container_image_uri = spec.container_image_uri or _image_uri(unmanaged)
 
 

@@ -55,6 +55,8 @@ class BatchPredictionJobSpec:
         model_resource_name: a Vertex ``projects/.../models/...`` name (vertex backend).
         container_image_uri: the model's serving image; picks the framework of a local model
             (``.../sklearn-cpu.1-3:latest``), and is sent as is to Vertex.
+        model_metadata: the model artifact's metadata (an UnmanagedContainerModel's
+            ``containerSpec`` and ``predictSchemata``); the vertex backend sends it as GCPC does.
         model_display_name: the name used in the output directory; defaults to ``job_display_name``.
         workers: local worker processes; 0 means one per CPU core.
         return_probabilities: classifiers return class probabilities instead of labels.
@@ -99,6 +101,7 @@ class BatchPredictionJobSpec:
     model_uri: str = ""
     model_resource_name: str = ""
     container_image_uri: str = ""
+    model_metadata: dict[str, Any] = field(default_factory=dict)
     model_display_name: str = ""
     workers: int = 0
     return_probabilities: bool = False
