@@ -1,0 +1,154 @@
+"""The local backend: a BatchPredictionJobSpec run on this machine by the engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from batchpredict import layout
+from batchpredict.engine import JobPlan, run_job
+from batchpredict.errors import InternalError, UserError
+from batchpredict.instances import InstanceConfig
+from batchpredict.io import fs
+from batchpredict.io.sinks import Destination, DirectoryDestination
+from batchpredict.io.sources import Source, make_source
+from batchpredict.models import resolve_model
+from batchpredict.result import JOB_STATE_SUCCEEDED, JobResult
+from batchpredict.spec import BatchPredictionJobSpec
+
+log = logging.getLogger(__name__)
+
+
+def instance_config(spec: BatchPredictionJobSpec) -> InstanceConfig:
+    """The spec's instance_config."""
+    return InstanceConfig(
+        instance_type=spec.instance_type,
+        key_field=spec.key_field,
+        included_fields=tuple(spec.included_fields),
+        excluded_fields=tuple(spec.excluded_fields),
+    )
+
+
+def build_source(spec: BatchPredictionJobSpec) -> Source:
+    """The source reading the spec's input."""
+    cfg = instance_config(spec)
+    if spec.instances_format == "bigquery":
+        from batchpredict.io.bigquery import BigQuerySource
+
+        return BigQuerySource(spec.bigquery_source_input_uri, cfg, project=spec.project)
+    return make_source(spec.instances_format, fs.expand_uris(spec.gcs_source_uris), cfg)
+
+
+def build_destination(spec: BatchPredictionJobSpec, started: float) -> Destination:
+    """The destination for the spec's output."""
+    if spec.predictions_format == "bigquery":
+        from batchpredict.io.bigquery import BigQueryDestination
+
+        return BigQueryDestination(
+            spec.bigquery_destination_output_uri,
+            model_display_name=spec.display_name_for_output,
+            project=spec.project,
+        )
+    import datetime as dt
+
+    name = spec.output_directory_name or layout.output_directory_name(
+        spec.display_name_for_output, dt.datetime.fromtimestamp(started, dt.timezone.utc)
+    )
+    return DirectoryDestination(
+        spec.gcs_destination_output_uri_prefix,
+        name,
+        spec.predictions_format,
+        key_mode=bool(spec.key_field),
+    )
+
+
+def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = None) -> JobResult:
+    """Runs ``spec`` with the local engine.
+
+    Args:
+        spec: the job (validated by the caller).
+        gcp_resources_path: unused locally (the component writes gcp_resources itself).
+
+    Returns:
+        The result, with the output location and completion stats.
+
+    Raises:
+        UserError: bad input, model or arguments; or more failures than max_failed_fraction.
+        InternalError: a worker died.
+    """
+    started = time.time()
+    ignored = spec.vertex_only_settings()
+    if ignored:
+        log.warning("Recorded but not used by the local backend (Vertex only): %s", ignored)
+    source = build_source(spec)
+    model = resolve_model(
+        spec.model_uri,
+        container_image_uri=spec.container_image_uri,
+        predictor_class=spec.predictor_class,
+        return_probabilities=spec.return_probabilities,
+    )
+    splits = source.splits()
+    destination = build_destination(spec, started)
+    plan = JobPlan(
+        source=source,
+        destination=destination,
+        model=model,
+        batch_size=spec.batch_size,
+        parameters=dict(spec.model_parameters),
+        splits=splits,
+        workers=max(1, min(spec.worker_count, len(splits))),
+    )
+    destination.prepare()
+    try:
+        counts, elapsed = run_job(plan, show_progress=spec.progress)
+    except BaseException:
+        destination.abort()
+        raise
+    if counts.successful + counts.failed != counts.read:  # never expected: fail loudly
+        destination.abort()
+        raise InternalError(
+            f"Count mismatch: read {counts.read}, successful {counts.successful}, "
+            f"failed {counts.failed}."
+        )
+    completion = {
+        "successful_count": counts.successful,
+        "failed_count": counts.failed,
+        "incomplete_count": 0,
+    }
+    stats: dict[str, Any] = {
+        "read_count": counts.read,
+        "elapsed_seconds": round(elapsed, 3),
+        "rows_per_second": round(counts.read / elapsed, 1) if elapsed > 0 else 0.0,
+        "workers": plan.workers,
+        "batch_size": plan.batch_size,
+        "model_framework": model.framework,
+    }
+    destination.commit(
+        dict(counts.errors),
+        {
+            **completion,
+            **stats,
+            "job_display_name": spec.job_display_name,
+            "vertex_only_settings": ignored,
+        },
+    )
+    location = destination.location
+    result = JobResult(
+        state=JOB_STATE_SUCCEEDED,
+        resource_name=f"local://{location}",
+        resource_uri=location,
+        gcs_output_directory=location if spec.gcs_destination_output_uri_prefix else "",
+        bigquery_output_dataset=getattr(destination, "dataset_uri", ""),
+        bigquery_output_table=getattr(destination, "table_name", ""),
+        completion_stats=completion,
+        stats=stats,
+    )
+    if counts.read and counts.failed / counts.read > spec.max_failed_fraction:
+        raise UserError(
+            f"{counts.failed} of {counts.read} instances failed "
+            f"({counts.failed / counts.read:.1%}), above max_failed_fraction="
+            f"{spec.max_failed_fraction}. See {location} (prediction.errors_stats-*, "
+            "prediction.errors-*) for the reasons."
+        )
+    return result

@@ -1,0 +1,248 @@
+"""The local engine: batching, worker processes, failure isolation and completion stats.
+
+Steps of a job (``run_job``):
+1. The source plans its splits; the destination prepares a temporary output directory.
+2. Workers (one process per core by default; in-process when there is one split) each load the
+   model once, take splits from a shared queue, read them in batches of ``batch_size`` records
+   and write their own result shard. Memory is bounded by a batch per worker, whatever the input.
+3. A predict call that fails is split in halves until the failing instances are isolated; each
+   gets an error record (code 3 for bad input, 13 for a model error), the rest succeed.
+4. The main process counts everything (successful + failed == read), reports progress, writes
+   ``prediction.errors_stats-*`` and ``completion_stats.json`` and publishes the directory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchpredict.errors import (
+    CODE_INTERNAL,
+    CODE_INVALID_ARGUMENT,
+    BatchPredictError,
+    InstanceError,
+    InternalError,
+    UserError,
+)
+from batchpredict.io.sinks import Destination, ShardWriter
+from batchpredict.io.sources import Source, Split
+from batchpredict.models import ModelHandler, ModelRef, load_handler
+from batchpredict.progress import Progress
+
+# Worker processes are started fresh (no fork of a process that may hold client threads).
+MP_START_METHOD = "spawn"
+# Distinct error messages kept in errors_stats; the rest are counted under one line.
+MAX_DISTINCT_ERRORS = 1000
+OTHER_ERRORS_MESSAGE = "Other errors (more distinct messages than errors_stats keeps)"
+# How long the main process waits for worker messages before checking that workers are alive.
+POLL_SECONDS = 0.5
+# Exceptions from a model's predict that mean the instance is bad input (code 3), not a model
+# failure (code 13): sklearn and numpy raise these for wrong arity and non-numeric values.
+BAD_INPUT_EXCEPTIONS = (ValueError, TypeError, KeyError, IndexError)
+
+
+@dataclass
+class Counts:
+    """What one worker (or the whole job) did."""
+
+    read: int = 0
+    successful: int = 0
+    failed: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+    def add(self, other: Counts) -> None:
+        """Adds another worker's counts."""
+        self.read += other.read
+        self.successful += other.successful
+        self.failed += other.failed
+        for message, n in other.errors.items():
+            self._count_error(message, n)
+
+    def record_failures(self, failures: list[tuple[Any, InstanceError]]) -> None:
+        """Counts failed instances by message."""
+        self.failed += len(failures)
+        for _, err in failures:
+            self._count_error(str(err), 1)
+
+    def _count_error(self, message: str, n: int) -> None:
+        if message in self.errors or len(self.errors) < MAX_DISTINCT_ERRORS:
+            self.errors[message] += n
+        else:
+            self.errors[OTHER_ERRORS_MESSAGE] += n
+
+
+@dataclass
+class JobPlan:
+    """Everything a worker needs; picklable."""
+
+    source: Source
+    destination: Destination
+    model: ModelRef
+    batch_size: int
+    parameters: dict[str, Any]
+    splits: list[Split]
+    workers: int
+
+
+def predict_isolated(
+    handler: ModelHandler,
+    instances: list[Any],
+    displays: list[Any],
+    parameters: dict[str, Any],
+) -> tuple[list[Any], list[Any], list[tuple[Any, InstanceError]]]:
+    """Predicts ``instances``, splitting failed calls until the failing instances are isolated.
+
+    Returns:
+        (displays of successes, their predictions, (display, error) of failures).
+    """
+    try:
+        predictions = handler.predict(instances, parameters)
+        if len(predictions) != len(instances):
+            raise InternalError(
+                f"The model returned {len(predictions)} predictions for {len(instances)} "
+                "instances; it must return one per instance."
+            )
+        return displays, predictions, []
+    except Exception as err:
+        if len(instances) == 1:
+            return [], [], [(displays[0], _instance_error(err))]
+        mid = len(instances) // 2
+        d1, p1, f1 = predict_isolated(handler, instances[:mid], displays[:mid], parameters)
+        d2, p2, f2 = predict_isolated(handler, instances[mid:], displays[mid:], parameters)
+        return d1 + d2, p1 + p2, f1 + f2
+
+
+def _instance_error(err: Exception) -> InstanceError:
+    if isinstance(err, InstanceError):
+        return err
+    code = CODE_INVALID_ARGUMENT if isinstance(err, BAD_INPUT_EXCEPTIONS) else CODE_INTERNAL
+    return InstanceError(f"{type(err).__name__}: {err}", code)
+
+
+def process_split(
+    plan: JobPlan,
+    handler: ModelHandler,
+    writer: ShardWriter,
+    split: Split,
+    counts: Counts,
+    report: Callable[[int, int], None],
+) -> None:
+    """Reads, predicts and writes one split, counting every record read."""
+    for batch in plan.source.batches(split, plan.batch_size):
+        conv = batch.converted
+        counts.read += batch.read_count
+        if conv.failures:
+            writer.write_errors(conv.failures)
+            counts.record_failures(conv.failures)
+        if conv.instances:
+            displays, predictions, failures = predict_isolated(
+                handler, conv.instances, conv.displays, plan.parameters
+            )
+            writer.write(displays, predictions, conv.columns)
+            counts.successful += len(predictions)
+            if failures:
+                writer.write_errors(failures)
+                counts.record_failures(failures)
+        report(batch.read_count, batch.work)
+
+
+def _run_worker(
+    plan: JobPlan, index: int, next_split: Callable[[], Split | None], report: Callable
+) -> Counts:
+    handler = load_handler(plan.model)
+    if plan.workers > 1:
+        handler.limit_threads()
+    writer = plan.destination.shard_writer(index, plan.workers)
+    counts = Counts()
+    try:
+        while (split := next_split()) is not None:
+            process_split(plan, handler, writer, split, counts, report)
+    finally:
+        writer.close()
+    return counts
+
+
+def _worker_process(plan: JobPlan, index: int, tasks: Any, results: Any) -> None:
+    """Entry point of a worker process: reports progress, then its counts or its failure."""
+
+    def next_split() -> Split | None:
+        return tasks.get()
+
+    def report(rows: int, work: int) -> None:
+        results.put(("progress", rows, work))
+
+    try:
+        counts = _run_worker(plan, index, next_split, report)
+        results.put(("done", index, counts))
+    except BaseException as err:  # noqa: BLE001 - every failure must reach the main process
+        exit_code = err.exit_code if isinstance(err, BatchPredictError) else 13
+        kind = "user" if isinstance(err, UserError) else "internal"
+        results.put(("fatal", index, kind, f"{type(err).__name__}: {err}", exit_code))
+
+
+def run_plan(plan: JobPlan, progress: Progress) -> Counts:
+    """Runs every split of ``plan`` and returns the job's counts."""
+    if plan.workers == 1:
+        pending = list(plan.splits)
+        return _run_worker(plan, 0, lambda: pending.pop(0) if pending else None, progress.update)
+    ctx = mp.get_context(MP_START_METHOD)
+    tasks = ctx.Queue()
+    results = ctx.Queue()
+    for split in plan.splits:
+        tasks.put(split)
+    for _ in range(plan.workers):
+        tasks.put(None)
+    procs = [
+        ctx.Process(target=_worker_process, args=(plan, i, tasks, results), daemon=True)
+        for i in range(plan.workers)
+    ]
+    for p in procs:
+        p.start()
+    total = Counts()
+    done: set[int] = set()
+    try:
+        while len(done) < plan.workers:
+            try:
+                msg = results.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                dead = [i for i, p in enumerate(procs) if i not in done and not p.is_alive()]
+                if dead and results.empty():
+                    codes = [procs[i].exitcode for i in dead]
+                    raise InternalError(
+                        f"Worker process(es) {dead} died (exit codes {codes}) without reporting; "
+                        "the model may have crashed the interpreter or run out of memory. Try "
+                        "fewer workers or a smaller manual_batch_tuning_parameters_batch_size."
+                    ) from None
+                continue
+            if msg[0] == "progress":
+                progress.update(msg[1], msg[2])
+            elif msg[0] == "done":
+                done.add(msg[1])
+                total.add(msg[2])
+            else:
+                _, index, kind, message, _code = msg
+                error_type = UserError if kind == "user" else InternalError
+                raise error_type(f"Worker {index} failed: {message}")
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+    return total
+
+
+def run_job(plan: JobPlan, show_progress: bool = True) -> tuple[Counts, float]:
+    """Runs the plan with progress reporting; returns the counts and the elapsed seconds."""
+    progress = Progress(sum(s.weight for s in plan.splits), enabled=show_progress)
+    start = time.monotonic()
+    try:
+        counts = run_plan(plan, progress)
+    finally:
+        progress.close()
+    return counts, time.monotonic() - start

@@ -1,0 +1,165 @@
+"""Vertex AI's instance conversion: what each input record becomes before the model sees it.
+
+Rules (Vertex ``InstanceConfig``):
+- ``instance_type='object'``: table rows become objects; each JSONL line must be an object.
+- ``instance_type='array'``: table rows become arrays in column order, or in ``included_fields``
+  order; JSONL object lines need ``included_fields`` to give the order.
+- unset: tables (csv, parquet, bigquery) behave as ``array``; JSONL lines pass through.
+- ``key_field``: its value is not sent to the model; the output carries ``key`` instead of
+  ``instance``.
+- ``included_fields`` / ``excluded_fields``: mutually exclusive; excluded fields are not sent.
+
+Each converter takes a batch and returns the instances for the model, what the output shows for
+each (the instance, or its key) and the records that could not be converted, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchpredict.errors import InstanceError, UserError
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """Vertex's ``instance_config``."""
+
+    instance_type: str = ""
+    key_field: str = ""
+    included_fields: tuple[str, ...] = ()
+    excluded_fields: tuple[str, ...] = ()
+
+    @property
+    def passthrough(self) -> bool:
+        """True when JSONL lines go to the model unchanged."""
+        return not (
+            self.instance_type or self.key_field or self.included_fields or self.excluded_fields
+        )
+
+
+@dataclass
+class Converted:
+    """One batch after conversion.
+
+    Attributes:
+        instances: what the model receives, in order.
+        displays: the output's ``instance`` (or ``key``) for each instance, same order.
+        failures: ``(display, error)`` for each record that could not be converted.
+        columns: the names of an array instance's values, when the source has them (tables).
+    """
+
+    instances: list[Any] = field(default_factory=list)
+    displays: list[Any] = field(default_factory=list)
+    failures: list[tuple[Any, InstanceError]] = field(default_factory=list)
+    columns: list[str] | None = None
+
+
+def convert_json(values: list[Any], cfg: InstanceConfig) -> Converted:
+    """Converts parsed JSONL lines."""
+    if cfg.passthrough:
+        return Converted(instances=values, displays=values)
+    out = Converted()
+    for value in values:
+        try:
+            instance, display = _convert_json_value(value, cfg)
+        except InstanceError as err:
+            out.failures.append((value, err))
+            continue
+        out.instances.append(instance)
+        out.displays.append(display)
+    return out
+
+
+def _convert_json_value(value: Any, cfg: InstanceConfig) -> tuple[Any, Any]:
+    if not isinstance(value, dict):
+        if cfg.instance_type == "object":
+            raise InstanceError(
+                f"instance_type='object' needs a JSON object on each line; got "
+                f"{type(value).__name__} {_short(value)}."
+            )
+        if cfg.key_field or cfg.included_fields or cfg.excluded_fields:
+            raise InstanceError(
+                "key_field, included_fields and excluded_fields need a JSON object on each line; "
+                f"got {type(value).__name__} {_short(value)}."
+            )
+        return value, value
+    key = None
+    if cfg.key_field:
+        if cfg.key_field not in value:
+            raise InstanceError(f"key_field {cfg.key_field!r} is missing from {_short(value)}.")
+        key = value[cfg.key_field]
+    if cfg.included_fields:
+        missing = [f for f in cfg.included_fields if f not in value]
+        if missing:
+            raise InstanceError(f"included_fields {missing} missing from {_short(value)}.")
+        names = [f for f in cfg.included_fields if f != cfg.key_field]
+    else:
+        dropped = set(cfg.excluded_fields)
+        if cfg.key_field:
+            dropped.add(cfg.key_field)
+        names = [f for f in value if f not in dropped]
+    if cfg.instance_type == "array":
+        if not cfg.included_fields:
+            raise UserError(
+                "instance_type='array' with JSONL object lines needs included_fields to give the "
+                f"order of the values; got a line with fields {list(value)[:10]}. Set "
+                "included_fields, or leave instance_type empty to send objects."
+            )
+        instance: Any = [value[f] for f in names]
+    else:
+        instance = {f: value[f] for f in names}
+    return instance, (key if cfg.key_field else instance)
+
+
+class TableConverter:
+    """Converts table rows (csv, parquet, bigquery) given as lists in column order."""
+
+    def __init__(self, columns: list[str], cfg: InstanceConfig, source: str = "the input") -> None:
+        """Plans the conversion for ``columns``.
+
+        Raises:
+            UserError: a key, included or excluded field that is not a column.
+        """
+        self.columns = columns
+        self.cfg = cfg
+        index = {c: i for i, c in enumerate(columns)}
+        named = [("key_field", [cfg.key_field] if cfg.key_field else [])]
+        named += [("included_fields", list(cfg.included_fields))]
+        named += [("excluded_fields", list(cfg.excluded_fields))]
+        for label, names in named:
+            missing = [n for n in names if n not in index]
+            if missing:
+                raise UserError(
+                    f"{label} {missing} not found in the columns of {source}: {columns}."
+                )
+        self.key_index = index[cfg.key_field] if cfg.key_field else None
+        if cfg.included_fields:
+            keep = [c for c in cfg.included_fields if c != cfg.key_field]
+        else:
+            dropped = set(cfg.excluded_fields) | ({cfg.key_field} if cfg.key_field else set())
+            keep = [c for c in columns if c not in dropped]
+        self.keep_names = keep
+        self.keep_index = [index[c] for c in keep]
+        self.identity = self.keep_index == list(range(len(columns)))
+
+    def convert(self, rows: list[list[Any]]) -> Converted:
+        """Converts rows (each a list of column values)."""
+        if self.cfg.instance_type == "object":
+            names, idx = self.keep_names, self.keep_index
+            instances: list[Any] = [{n: row[i] for n, i in zip(names, idx)} for row in rows]
+        elif self.identity:
+            instances = rows
+        else:
+            idx = self.keep_index
+            instances = [[row[i] for i in idx] for row in rows]
+        names = self.keep_names
+        if self.key_index is None:
+            return Converted(instances=instances, displays=instances, columns=names)
+        k = self.key_index
+        return Converted(instances=instances, displays=[row[k] for row in rows], columns=names)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

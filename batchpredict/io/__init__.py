@@ -1,0 +1,1 @@
+"""Reading instances and writing results, over one filesystem layer (fsspec)."""

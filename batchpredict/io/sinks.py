@@ -1,0 +1,276 @@
+"""Result destinations: Vertex's output directory layout, written atomically.
+
+A Destination lives in the main process: it picks the output directory, hands each worker a
+ShardWriter for its shard, and at the end writes the summaries and publishes the directory in one
+step (written under a temporary name, renamed when complete), so nothing that looks complete
+exists before it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from abc import ABC, abstractmethod
+from typing import Any
+
+from batchpredict import layout
+from batchpredict.errors import InstanceError, UserError
+from batchpredict.io import fs
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# Python json.dumps formatting (default separators), as Vertex writes its result lines.
+_encode = json.JSONEncoder(default=_json_default).encode
+
+
+def dumps(value: Any) -> str:
+    """JSON text exactly as Python's ``json.dumps`` writes it."""
+    return _encode(value)
+
+
+class ShardWriter(ABC):
+    """Writes one worker's results and failed instances."""
+
+    @abstractmethod
+    def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
+        """Writes successful results: each display (instance or key) with its prediction."""
+
+    @abstractmethod
+    def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
+        """Writes failed instances with their ``error: {code, message}``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flushes and closes the shard."""
+
+
+class Destination(ABC):
+    """Where a job's output goes."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Creates what workers write into (main process, before work starts)."""
+
+    @abstractmethod
+    def shard_writer(self, index: int, count: int) -> ShardWriter:
+        """The writer for shard ``index`` of ``count`` (called in the worker)."""
+
+    @abstractmethod
+    def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
+        """Writes the summaries and publishes the output."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Removes partial output after a job-level failure."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """The final output location (directory URI)."""
+
+
+class DirectoryDestination(Destination):
+    """``gcs_destination_output_uri_prefix``: a directory on any fsspec filesystem."""
+
+    def __init__(self, prefix: str, dir_name: str, predictions_format: str, key_mode: bool) -> None:
+        """Plans ``<prefix>/<dir_name>``; nothing is created until ``prepare``."""
+        self.prefix = fs.normalize_uri(prefix).rstrip("/")
+        self.dir_name = dir_name
+        self.predictions_format = predictions_format
+        self.key_mode = key_mode
+        self.tmp_uri = fs.join(self.prefix, f".{dir_name}.incomplete-{uuid.uuid4().hex[:8]}")
+
+    @property
+    def location(self) -> str:
+        """``<prefix>/<dir_name>``."""
+        return fs.join(self.prefix, self.dir_name)
+
+    def prepare(self) -> None:
+        """Creates the temporary directory."""
+        filesystem, path = fs.filesystem(self.tmp_uri)
+        try:
+            filesystem.makedirs(path, exist_ok=True)
+        except (OSError, ValueError) as err:
+            raise UserError(
+                f"Cannot create the output directory under {self.prefix!r}: {err}. Check "
+                "gcs_destination_output_uri_prefix and its permissions."
+            ) from err
+
+    def shard_writer(self, index: int, count: int) -> ShardWriter:
+        """A writer for this shard's results and errors files."""
+        results = fs.join(
+            self.tmp_uri, layout.shard_name(layout.RESULTS, index, count, self.predictions_format)
+        )
+        errors = fs.join(self.tmp_uri, layout.shard_name(layout.ERRORS, index, count))
+        label = "key" if self.key_mode else "instance"
+        if self.predictions_format == "jsonl":
+            return JsonlShardWriter(results, errors, label)
+        return TabularShardWriter(results, errors, label, self.predictions_format)
+
+    def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
+        """Writes errors_stats and completion_stats, then renames the directory into place."""
+        with fs.open_file(fs.join(self.tmp_uri, layout.ERRORS_STATS_FILE), "w") as f:
+            f.write(layout.errors_stats_lines(errors_stats))
+        with fs.open_file(fs.join(self.tmp_uri, layout.COMPLETION_STATS_FILE), "w") as f:
+            f.write(json.dumps(completion_stats, indent=2) + "\n")
+        filesystem, final = fs.filesystem(self.location)
+        _, tmp = fs.filesystem(self.tmp_uri)
+        if filesystem.exists(final):  # a fixed output_directory_name: replace the last run's
+            old = f"{final}.replaced-{uuid.uuid4().hex[:8]}"
+            filesystem.mv(final, old, recursive=True)
+            filesystem.mv(tmp, final, recursive=True)
+            filesystem.rm(old, recursive=True)
+        else:
+            filesystem.mv(tmp, final, recursive=True)
+
+    def abort(self) -> None:
+        """Deletes the temporary directory."""
+        filesystem, tmp = fs.filesystem(self.tmp_uri)
+        if filesystem.exists(tmp):
+            filesystem.rm(tmp, recursive=True)
+
+
+def _error_record(label: str, display: Any, err: InstanceError) -> str:
+    return dumps({label: display, "error": {"code": err.code, "message": str(err)}})
+
+
+class JsonlShardWriter(ShardWriter):
+    """Vertex's JSONL results: ``{"instance"|"key": ..., "prediction": ...}`` per line."""
+
+    def __init__(self, results_uri: str, errors_uri: str, label: str) -> None:
+        """Opens both files (they exist even when empty, as Vertex's shards do)."""
+        self.label = label
+        self._head = '{"' + label + '": '
+        self._results = fs.open_file(results_uri, "w")
+        self._errors = fs.open_file(errors_uri, "w")
+
+    def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
+        """One line per result; identical to ``json.dumps({label: d, "prediction": p})``."""
+        head, enc = self._head, _encode
+        self._results.write(
+            "".join(
+                f'{head}{enc(d)}, "prediction": {enc(p)}}}\n' for d, p in zip(displays, predictions)
+            )
+        )
+
+    def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
+        """One line per failed instance."""
+        self._errors.write("".join(_error_record(self.label, d, e) + "\n" for d, e in failures))
+
+    def close(self) -> None:
+        """Closes both files."""
+        self._results.close()
+        self._errors.close()
+
+
+class TabularShardWriter(ShardWriter):
+    """CSV or Parquet results: the key (or one column per instance value), then ``prediction``.
+
+    Nested values (lists, objects) are written as JSON text; scalars as themselves.
+    """
+
+    def __init__(self, results_uri: str, errors_uri: str, label: str, fmt: str) -> None:
+        """Opens the errors file now; the results file when the first rows arrive."""
+        self.label = label
+        self.fmt = fmt
+        self.results_uri = results_uri
+        self._errors = fs.open_file(errors_uri, "w")
+        self._header: list[str] | None = None
+        self._file: Any = None
+        self._csv: Any = None
+        self._parquet: Any = None
+
+    def _columns_for(self, display: Any, columns: list[str] | None) -> list[str]:
+        if self.label == "key":
+            return ["key"]
+        if isinstance(display, dict):
+            return list(display)
+        if isinstance(display, list):
+            if columns and len(columns) == len(display):
+                return list(columns)
+            return [f"instance_{i}" for i in range(len(display))]
+        return ["instance"]
+
+    def _row(self, display: Any, prediction: Any) -> list[Any]:
+        if self.label == "key" or not isinstance(display, (dict, list)):
+            values = [display]
+        elif isinstance(display, dict):
+            values = [display.get(c) for c in self._header[:-1]]  # type: ignore[index]
+        else:
+            width = len(self._header) - 1  # type: ignore[arg-type]
+            values = list(display[:width]) + [None] * (width - len(display))
+        return [_cell(v) for v in values] + [_cell(prediction)]
+
+    def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
+        """Appends rows; the header comes from the first row."""
+        if not displays:
+            return
+        if self._header is None:
+            self._header = self._columns_for(displays[0], columns) + ["prediction"]
+            self._open()
+        rows = [self._row(d, p) for d, p in zip(displays, predictions)]
+        if self.fmt == "csv":
+            self._csv.writerows(rows)
+        else:
+            import pyarrow as pa
+
+            self._ensure_parquet(rows)
+            table = pa.Table.from_pylist(
+                [dict(zip(self._header, r)) for r in rows], schema=self._parquet.schema
+            )
+            self._parquet.write_table(table)
+
+    def _open(self) -> None:
+        assert self._header is not None
+        if self.fmt == "csv":
+            self._file = fs.open_file(self.results_uri, "w", newline="")
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(self._header)
+        else:
+            self._file = fs.open_file(self.results_uri, "wb")
+            self._parquet = None
+
+    def _ensure_parquet(self, sample: list[list[Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._parquet is None:
+            table = pa.Table.from_pylist([dict(zip(self._header or [], r)) for r in sample])
+            self._parquet = pq.ParquetWriter(self._file, table.schema)
+
+    def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
+        """Failed instances go to the JSONL errors shard, whatever the results format."""
+        self._errors.write("".join(_error_record(self.label, d, e) + "\n" for d, e in failures))
+
+    def close(self) -> None:
+        """Closes the files; an empty shard still gets its header (CSV) or schema (Parquet)."""
+        if self._header is None:
+            self._header = [self.label, "prediction"]
+            self._open()
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            schema = pa.schema([(c, pa.string()) for c in self._header])
+            pq.write_table(schema.empty_table(), self._file)
+        self._file.close()
+        self._errors.close()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return dumps(value)
+    return value
+
+
+__all__ = ["Destination", "DirectoryDestination", "ShardWriter", "dumps"]

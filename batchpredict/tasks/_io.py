@@ -1,0 +1,132 @@
+"""Reading and writing the tables that flow between the components.
+
+Tables are Arrow tables. Dataset artifacts are single Parquet files; a directory holds one or more
+Parquet (or CSV) files. Paths go through fsspec, so ``gs://`` works where gcsfs is installed, and
+``/gcs/...`` FUSE paths are plain local paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from batchpredict.errors import UserError
+
+PARQUET_MAGIC = b"PAR1"
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+class ArtifactLike(Protocol):
+    """The part of a KFP artifact the tasks use."""
+
+    uri: str
+    metadata: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        """The local path of the artifact (``/gcs/...`` for ``gs://`` on Vertex)."""
+        ...
+
+
+def _fs(path: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(path)
+
+
+def read_table(path: str) -> pa.Table:
+    """Reads a Parquet or CSV file, or every such file in a directory, as one table.
+
+    Args:
+        path: a file (format sniffed from its content: Parquet magic, else CSV) or a directory.
+
+    Returns:
+        The table; a directory's files are concatenated in name order.
+    """
+    fs, fs_path = _fs(path)
+    if not fs.exists(fs_path):
+        raise UserError(f"No table at {path!r}: the path does not exist.")
+    if fs.isdir(fs_path):
+        files = sorted(
+            p
+            for p in fs.ls(fs_path, detail=False)
+            if p.endswith(TABLE_SUFFIXES) and not os.path.basename(p).startswith((".", "_"))
+        )
+        parquet = [p for p in files if not p.endswith(".csv")]
+        chosen = parquet or files
+        if not chosen:
+            raise UserError(
+                f"No .parquet or .csv file in directory {path!r}; give a table file or a "
+                "directory that holds some."
+            )
+        tables = [_read_file(fs, p) for p in chosen]
+        return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    return _read_file(fs, fs_path)
+
+
+def _read_file(fs, path: str) -> pa.Table:
+    with fs.open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0)
+        if head == PARQUET_MAGIC:
+            return pq.read_table(f)
+        return pacsv.read_csv(f)
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Writes ``table`` to ``path`` atomically (temporary name, then rename)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_csv(table: pa.Table, path: str) -> None:
+    """Writes ``table`` as CSV with a header; strings quoted, numbers bare."""
+    with atomic_path(path) as tmp:
+        pacsv.write_csv(table, tmp)
+
+
+def write_json(obj: Any, path: str) -> None:
+    """Writes ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def write_text(text: str, path: str) -> None:
+    """Writes ``text`` to ``path``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary path beside ``path``, renamed to ``path`` when the block succeeds."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def table_schema(table: pa.Table) -> dict[str, str]:
+    """Column name to Arrow type name, in column order."""
+    return {f.name: str(f.type) for f in table.schema}
+
+
+def column_values(table: pa.Table, name: str) -> list[Any]:
+    """The Python values of one column."""
+    return table.column(name).to_pylist()
