@@ -14,6 +14,8 @@ import uuid
 from abc import ABC, abstractmethod
 from typing import Any
 
+import orjson
+
 from batchpredict import layout
 from batchpredict.errors import InstanceError, UserError
 from batchpredict.io import fs
@@ -31,9 +33,70 @@ def _json_default(value: Any) -> Any:
 _encode = json.JSONEncoder(default=_json_default).encode
 
 
+# orjson output differs from json.dumps only where these bytes appear: strings (keys, values;
+# separators inside them must not change), exponents and true/false ("e"), values below 1e-4 that
+# orjson writes as 0.0000x and Python as x e-05, and NaN/Infinity (orjson: null).
+_ORJSON_UNSAFE = (b'"', b"e", b"0.0000", b"null")
+
+
 def dumps(value: Any) -> str:
     """JSON text exactly as Python's ``json.dumps`` writes it."""
     return _encode(value)
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """``json.dumps(value)`` as UTF-8 bytes, 5-10x faster for numbers and lists of numbers.
+
+    orjson formats numbers with the same shortest round-trip digits as Python's repr; where its
+    text could differ from json.dumps (see _ORJSON_UNSAFE) the standard encoder is used instead.
+    """
+    try:
+        out = orjson.dumps(value)
+    except TypeError:
+        return _encode(value).encode()
+    for marker in _ORJSON_UNSAFE:
+        if marker in out:
+            return _encode(value).encode()
+    return out.replace(b",", b", ")
+
+
+_NUMBER_UNSAFE = (b"e", b"0.0000", b"null")
+
+
+def dumps_many(values: list[Any]) -> list[bytes]:
+    """``[dumps_bytes(v) for v in values]``, with one orjson call for flat batches.
+
+    A batch of numbers, or of flat lists of numbers (the common instance and prediction shapes),
+    is encoded at once and split into values; a value whose text could differ from json.dumps
+    is re-encoded alone. Anything else goes value by value.
+    """
+    if not values:
+        return []
+    try:
+        out = orjson.dumps(values)
+    except TypeError:
+        return [dumps_bytes(v) for v in values]
+    if b'"' in out or b"{" in out:
+        return [dumps_bytes(v) for v in values]
+    brackets = out.count(b"[")
+    flat_lists = brackets == len(values) + 1 and out.startswith(b"[[")
+    if brackets != 1 and not flat_lists:
+        return [dumps_bytes(v) for v in values]
+    clean = not any(marker in out for marker in _NUMBER_UNSAFE)
+    if clean:  # the common case: format the whole batch at once
+        out = out.replace(b",", b", ")
+    if brackets == 1:  # numbers
+        parts = out[1:-1].split(b", " if clean else b",")
+    else:  # flat lists of numbers
+        parts = [b"[" + p + b"]" for p in out[2:-2].split(b"], [" if clean else b"],[")]
+    if clean:
+        return parts
+    for i, part in enumerate(parts):
+        if any(marker in part for marker in _NUMBER_UNSAFE):
+            parts[i] = _encode(values[i]).encode()
+        else:
+            parts[i] = part.replace(b",", b", ")
+    return parts
 
 
 class ShardWriter(ABC):
@@ -148,16 +211,17 @@ class JsonlShardWriter(ShardWriter):
     def __init__(self, results_uri: str, errors_uri: str, label: str) -> None:
         """Opens both files (they exist even when empty, as Vertex's shards do)."""
         self.label = label
-        self._head = '{"' + label + '": '
-        self._results = fs.open_file(results_uri, "w")
+        self._head = b'{"' + label.encode() + b'": '
+        self._results = fs.open_file(results_uri, "wb")
         self._errors = fs.open_file(errors_uri, "w")
 
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
         """One line per result; identical to ``json.dumps({label: d, "prediction": p})``."""
-        head, enc = self._head, _encode
+        head, mid = self._head, b', "prediction": '
         self._results.write(
-            "".join(
-                f'{head}{enc(d)}, "prediction": {enc(p)}}}\n' for d, p in zip(displays, predictions)
+            b"".join(
+                head + d + mid + p + b"}\n"
+                for d, p in zip(dumps_many(displays), dumps_many(predictions))
             )
         )
 
