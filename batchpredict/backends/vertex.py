@@ -254,8 +254,8 @@ def make_job_client(location: str, endpoint_override: str = "") -> Any:
     Raises:
         UserError: no credentials are available for a Google endpoint.
     """
-    from google.api_core.client_info import ClientInfo
     from google.api_core.client_options import ClientOptions
+    from google.api_core.gapic_v1.client_info import ClientInfo
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud.aiplatform_v1.services.job_service import JobServiceClient
 

@@ -297,6 +297,11 @@ def job_payload(spec: BatchPredictionJobSpec) -> dict[str, Any]:
 def build_batch_prediction_job(spec: BatchPredictionJobSpec) -> Any:
     """The ``google.cloud.aiplatform_v1.BatchPredictionJob`` GCPC would send for ``spec``.
 
+    The JSON-ready job is parsed with protobuf's JSON parser, which reads
+    ``explanation_spec.metadata`` as GCPC's ``ExplanationMetadata.from_json`` does and
+    ``model_parameters`` as a ``google.protobuf.Value``; it also takes whole numbers that arrive
+    as floats (artifact metadata passes through a protobuf Struct: ``containerPort: 8080.0``).
+
     Args:
         spec: the job; checked with :func:`check_vertex_spec` first.
 
@@ -308,22 +313,13 @@ def build_batch_prediction_job(spec: BatchPredictionJobSpec) -> Any:
             field in explanation metadata, a non-string label).
     """
     from google.cloud.aiplatform_v1 import types
-    from google.protobuf import json_format, struct_pb2
+    from google.protobuf import json_format
 
     check_vertex_spec(spec)
     payload = job_payload(spec)
-    metadata = payload.get("explanation_spec", {}).get("metadata")
     try:
-        if metadata is not None:
-            payload["explanation_spec"]["metadata"] = types.ExplanationMetadata.from_json(
-                json.dumps(metadata)
-            )
-        if "model_parameters" in payload:
-            payload["model_parameters"] = json_format.ParseDict(
-                payload["model_parameters"], struct_pb2.Value()
-            )
-        return types.BatchPredictionJob(payload)
-    except (ValueError, TypeError, KeyError, json_format.ParseError) as err:
+        message = json_format.ParseDict(payload, types.BatchPredictionJob.pb()())
+    except json_format.ParseError as err:
         raise UserError(
             f"Cannot build the Vertex AI BatchPredictionJob for job {spec.job_display_name!r}: "
             f"{err}. Check explanation_metadata, explanation_parameters, labels (string values) "
@@ -331,6 +327,7 @@ def build_batch_prediction_job(spec: BatchPredictionJobSpec) -> Any:
             "https://cloud.google.com/vertex-ai/docs/reference/rest/v1/"
             "projects.locations.batchPredictionJobs."
         ) from err
+    return types.BatchPredictionJob.wrap(message)
 
 
 def camel_to_snake_recursive(value: Any) -> Any:
