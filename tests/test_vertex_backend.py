@@ -263,6 +263,13 @@ def test_a_local_model_directory_says_what_to_do(fake, tmp_path) -> None:
             {"model_resource_name": "", "model_uri": "gs://bucket/model"},
             "has no serving image",
         ),
+        (
+            {
+                "model_resource_name": "",
+                "model_uri": f"https://x-aiplatform.googleapis.com/v1/{MODEL_NAME}",
+            },
+            "metadata has no resourceName",
+        ),
     ],
 )
 def test_what_vertex_cannot_run_is_refused_before_any_call(fake, overrides, expected) -> None:

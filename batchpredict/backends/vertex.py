@@ -58,12 +58,19 @@ RETRY_INITIAL_ENV = "BATCHPREDICT_VERTEX_RETRY_SECONDS"
 RETRY_MULTIPLIER = 2.0
 RETRY_MAX_SECONDS = 60.0
 RETRY_ATTEMPTS = 8
-# Deadline of one API call.
+# Deadline of one API call. The client's own retries are off (retry=None): _call owns them.
 RPC_TIMEOUT_SECONDS = 60.0
 
 # Hosts that get a plaintext channel without credentials (tests, local fakes and emulators).
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-PROJECT_ENV_VARS = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT")
+# Read in this order when the spec has no project; then google.auth's default. Vertex AI sets
+# CLOUD_ML_PROJECT_ID in the containers it runs (pipeline tasks included).
+PROJECT_ENV_VARS = (
+    "GOOGLE_CLOUD_PROJECT",
+    "GCLOUD_PROJECT",
+    "CLOUDSDK_CORE_PROJECT",
+    "CLOUD_ML_PROJECT_ID",
+)
 
 STATE_SUCCEEDED = "JOB_STATE_SUCCEEDED"
 STATE_PARTIALLY_SUCCEEDED = "JOB_STATE_PARTIALLY_SUCCEEDED"
@@ -147,7 +154,10 @@ def run_vertex(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = No
             client = make_job_client(spec.location, spec.vertex_api_endpoint)
             created = _call(
                 lambda: client.create_batch_prediction_job(
-                    parent=parent, batch_prediction_job=job, timeout=RPC_TIMEOUT_SECONDS
+                    parent=parent,
+                    batch_prediction_job=job,
+                    retry=None,
+                    timeout=RPC_TIMEOUT_SECONDS,
                 ),
                 f"create BatchPredictionJob {spec.job_display_name!r} in {parent}",
                 knobs,
@@ -290,7 +300,9 @@ def _wait(client: Any, name: str, knobs: _Knobs, sigterm: _SigtermWatch) -> Any:
         if sigterm.received:
             _cancel(client, name, knobs)
         job = _call(
-            lambda: client.get_batch_prediction_job(name=name, timeout=RPC_TIMEOUT_SECONDS),
+            lambda: client.get_batch_prediction_job(
+                name=name, retry=None, timeout=RPC_TIMEOUT_SECONDS
+            ),
             f"get {name}",
             knobs,
         )
@@ -310,12 +322,16 @@ def _cancel(client: Any, name: str, knobs: _Knobs) -> None:
     state = "unknown"
     try:
         _call(
-            lambda: client.cancel_batch_prediction_job(name=name, timeout=RPC_TIMEOUT_SECONDS),
+            lambda: client.cancel_batch_prediction_job(
+                name=name, retry=None, timeout=RPC_TIMEOUT_SECONDS
+            ),
             f"cancel {name}",
             knobs,
         )
         job = _call(
-            lambda: client.get_batch_prediction_job(name=name, timeout=RPC_TIMEOUT_SECONDS),
+            lambda: client.get_batch_prediction_job(
+                name=name, retry=None, timeout=RPC_TIMEOUT_SECONDS
+            ),
             f"get {name}",
             knobs,
         )

@@ -104,6 +104,13 @@ def check_vertex_spec(spec: BatchPredictionJobSpec) -> None:
             "(unmanaged_container_model: a gs:// model directory plus containerSpec.imageUri)."
         )
     if spec.model_uri and not spec.model_resource_name:
+        if spec.model_uri.startswith(("https://", "http://")):
+            raise UserError(
+                f"The model artifact's URI {spec.model_uri!r} is a URL, not a model directory, "
+                "and its metadata has no resourceName. For a model registered in Vertex AI, pass "
+                "a google.VertexModel artifact with metadata {'resourceName': "
+                "'projects/P/locations/L/models/ID'} (ModelUploadOp's output has it)."
+            )
         if not (
             spec.model_uri.startswith(GCS_SCHEME) or spec.model_uri.startswith(GCS_FUSE_PREFIX)
         ):
