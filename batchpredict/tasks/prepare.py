@@ -103,7 +103,9 @@ def _write_jsonl(table: pa.Table, path: str) -> None:
                 f.write(b"\n")
 
 
-def write_instances(table: pa.Table, output_dir: str, instances_format: str, shards: int) -> list[str]:
+def write_instances(
+    table: pa.Table, output_dir: str, instances_format: str, shards: int
+) -> list[str]:
     """Writes ``table`` into ``shards`` files in ``output_dir``; returns their paths."""
     if instances_format not in INSTANCES_FORMATS:
         raise UserError(

@@ -155,7 +155,7 @@ def train_model(
         The model directory and its metadata.
     """
     dataset_metadata = dataset_metadata or {}
-    hyperparameters = dict(hyperparameters or {})
+    hyperparameters = normalize_hyperparameters(hyperparameters or {})
     if framework not in FRAMEWORKS:
         raise UserError(f"Unknown framework={framework!r}; expected one of {list(FRAMEWORKS)}.")
     if not target_column:
@@ -258,6 +258,11 @@ def train_model(
         "containerSpec": {"imageUri": serving_image_uri or prebuilt_image_uri(framework, version)},
     }
     return TrainResult(model_dir=model_dir, metadata=metadata)
+
+
+def normalize_hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
+    """Integral floats back to ints (a KFP ``dict`` parameter turns ``2`` into ``2.0``)."""
+    return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in params.items()}
 
 
 def _py(value: Any) -> Any:
