@@ -54,12 +54,14 @@ class Counts:
     successful: int = 0
     failed: int = 0
     errors: Counter = field(default_factory=Counter)
+    framework: str = ""
 
     def add(self, other: Counts) -> None:
         """Adds another worker's counts."""
         self.read += other.read
         self.successful += other.successful
         self.failed += other.failed
+        self.framework = self.framework or other.framework
         for message, n in other.errors.items():
             self._count_error(message, n)
 
@@ -158,7 +160,7 @@ def _run_worker(
     if plan.workers > 1:
         handler.limit_threads()
     writer = plan.destination.shard_writer(index, plan.workers)
-    counts = Counts()
+    counts = Counts(framework=handler.framework)
     try:
         while (split := next_split()) is not None:
             process_split(plan, handler, writer, split, counts, report)

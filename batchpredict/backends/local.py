@@ -122,7 +122,7 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         "rows_per_second": round(counts.read / elapsed, 1) if elapsed > 0 else 0.0,
         "workers": plan.workers,
         "batch_size": plan.batch_size,
-        "model_framework": model.framework,
+        "model_framework": counts.framework or model.framework,
     }
     destination.commit(
         dict(counts.errors),

@@ -221,10 +221,29 @@ class CsvSource(LineSource):
                     _failure(text, f"CSV row has {len(row)} values; the header has {width}.")
                 )
                 continue
+            if "" in row:
+                empty = _unquoted_empty_column(text, conv.columns)
+                if empty is not None:
+                    failures.append(
+                        _failure(
+                            text,
+                            f"CSV row has an empty unquoted value in column {empty!r}; unquoted "
+                            'values are numbers: write a number, or "" for an empty string.',
+                        )
+                    )
+                    continue
             rows.append(row)
         out = conv.convert(rows)
         out.failures[:0] = failures
         return out
+
+
+def _unquoted_empty_column(text: str, columns: list[str]) -> str | None:
+    """The column of an empty unquoted cell in ``text``, if any (``""`` is a quoted one)."""
+    raw = next(csv.reader([text], quoting=csv.QUOTE_NONE))
+    if len(raw) != len(columns):  # commas inside quoted cells: no unquoted empties to find
+        return None
+    return next((c for c, cell in zip(columns, raw) if cell == ""), None)
 
 
 class FileListSource(LineSource):

@@ -50,6 +50,8 @@ class ModelRef:
 class ModelHandler(ABC):
     """Loads a model and predicts batches of instances."""
 
+    framework = ""
+
     def __init__(self, ref: ModelRef) -> None:
         """Keeps the reference; nothing is loaded until ``load``."""
         self.ref = ref
@@ -185,6 +187,8 @@ class SklearnHandler(ModelHandler):
     ``return_probabilities`` uses ``predict_proba`` instead, for classifiers.
     """
 
+    framework = "sklearn"
+
     def load(self) -> None:
         """Loads model.joblib, else model.pkl."""
         self.model = _load_pickled(self.ref.local_dir, SKLEARN_FILES)
@@ -217,6 +221,8 @@ class XGBoostHandler(ModelHandler):
     Loads model.bst (also model.json / model.ubj), else model.joblib / model.pkl; a pickled
     scikit-learn-API model runs through its booster, so output matches model.bst's.
     """
+
+    framework = "xgboost"
 
     def __init__(self, ref: ModelRef, preloaded: Any = None) -> None:
         """``preloaded``: an already unpickled XGBoost model."""
@@ -262,6 +268,8 @@ class CustomPredictorHandler(ModelHandler):
     Per batch, as Vertex's CPR model server: ``postprocess(predict(preprocess(body)))`` with
     ``body = {"instances": [...], "parameters": {...}}`` (parameters only when given).
     """
+
+    framework = "custom"
 
     def load(self) -> None:
         """Imports the class and calls ``load(artifacts_uri)`` in a fresh working directory."""

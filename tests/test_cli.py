@@ -1,0 +1,80 @@
+"""The batchpredict command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import read_output, write_jsonl
+
+BIN = os.path.join(os.path.dirname(sys.executable), "batchpredict")
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([BIN, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_predict_flags_named_after_the_component_inputs(
+    tmp_path, sklearn_model_dir, sklearn_model, iris
+):
+    X, _ = iris
+    names = ["a", "b", "c", "d"]
+    rows = [{"id": i, **dict(zip(names, x))} for i, x in enumerate(X[:5].tolist())]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    proc = run_cli(
+        "predict",
+        "--job-display-name",
+        "cli-job",
+        "--gcs-source-uris",
+        data,
+        "--gcs_destination_output_uri_prefix",
+        str(tmp_path / "out"),
+        "--model-uri",
+        sklearn_model_dir,
+        "--key-field",
+        "id",
+        "--instance-type",
+        "array",
+        "--included-fields",
+        *names,
+        "--manual-batch-tuning-parameters-batch-size",
+        "2",
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["completion_stats"]["successful_count"] == 5
+    out = read_output(result["gcs_output_directory"])
+    got = {r["key"]: r["prediction"] for r in out["results"]}
+    assert got == dict(enumerate(sklearn_model.predict(X[:5]).tolist()))
+
+
+def test_user_error_exits_1_with_one_clear_message(tmp_path, sklearn_model_dir):
+    proc = run_cli(
+        "predict",
+        "--job-display-name",
+        "j",
+        "--gcs-source-uris",
+        str(tmp_path / "nothing-*.jsonl"),
+        "--gcs-destination-output-uri-prefix",
+        str(tmp_path / "out"),
+        "--model-uri",
+        sklearn_model_dir,
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("batchpredict: error: No input file matches")
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_example_command_runs_end_to_end(tmp_path):
+    proc = run_cli("example", "--workdir", str(tmp_path), "--rows", "500", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Output directory:" in proc.stdout
+    result = json.loads(proc.stdout[proc.stdout.index("\n{\n") :])
+    assert result["completion_stats"]["successful_count"] == 500

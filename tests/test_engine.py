@@ -1,0 +1,365 @@
+"""The local engine end to end: layout, formats, counts, isolation, workers, job-level errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+from batchpredict.errors import UserError
+from batchpredict.io import sources
+from tests.conftest import read_output, write_jsonl
+
+DIR_RE = re.compile(r"prediction-(?P<model>.+)-\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{3}Z$")
+
+
+def spec(tmp_path, uris, model_dir, **kw) -> BatchPredictionJobSpec:
+    kw.setdefault("gcs_destination_output_uri_prefix", str(tmp_path / "out"))
+    kw.setdefault("workers", 1)
+    kw.setdefault("progress", False)
+    return BatchPredictionJobSpec(
+        job_display_name=kw.pop("job_display_name", "job"),
+        gcs_source_uris=uris,
+        model_uri=model_dir,
+        **kw,
+    )
+
+
+def test_vertex_layout_and_exact_json_lines(tmp_path, sklearn_model_dir, sklearn_model, iris):
+    X, _ = iris
+    rows = X[:20].tolist()
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    result = run_batch_prediction(
+        spec(tmp_path, [data], sklearn_model_dir, model_display_name="iris_model")
+    )
+    out_dir = result.gcs_output_directory
+    assert DIR_RE.search(os.path.basename(out_dir)).group("model") == "iris_model"
+    assert sorted(os.listdir(out_dir)) == [
+        "completion_stats.json",
+        "prediction.errors-00000-of-00001",
+        "prediction.errors_stats-00000-of-00001",
+        "prediction.results-00000-of-00001",
+    ]
+    expected = sklearn_model.predict(np.asarray(rows)).tolist()
+    with open(os.path.join(out_dir, "prediction.results-00000-of-00001")) as f:
+        lines = f.read().splitlines()
+    assert lines == [json.dumps({"instance": r, "prediction": p}) for r, p in zip(rows, expected)]
+    assert Path(out_dir, "prediction.errors_stats-00000-of-00001").read_text() == ""
+    assert result.completion_stats == {
+        "successful_count": 20,
+        "failed_count": 0,
+        "incomplete_count": 0,
+    }
+
+
+def test_counts_conserved_with_malformed_lines_wrong_arity_and_strings(
+    tmp_path, sklearn_model_dir, iris
+):
+    X, _ = iris
+    good = X[:30].tolist()
+    raw = ["{not json", "[1.0, 2.0]", '["a", "b", "c", "d"]', "", "   "]
+    data = write_jsonl(tmp_path / "in.jsonl", good, raw)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [data, str(empty)],
+            sklearn_model_dir,
+            manual_batch_tuning_parameters_batch_size=8,
+        )
+    )
+    out = read_output(result.gcs_output_directory)
+    assert len(out["results"]) == 30
+    assert len(out["errors"]) == 3  # blank lines are not instances
+    assert out["stats"]["read_count"] == 33
+    assert (
+        result.completion_stats["successful_count"] + result.completion_stats["failed_count"] == 33
+    )
+    codes = sorted(e["error"]["code"] for e in out["errors"])
+    assert codes == [3, 3, 3]
+    shown = [e["instance"] for e in out["errors"]]
+    assert "{not json" in shown and [1.0, 2.0] in shown and ["a", "b", "c", "d"] in shown
+    total = sum(eval(line)[1] for line in out["errors_stats"])  # lines are repr((msg, count))
+    assert total == 3
+
+
+def test_model_error_isolated_with_code_13(tmp_path):
+    """A model that fails on some instances: the rest succeed, each failure is recorded."""
+    model_dir = tmp_path / "cpr"
+    model_dir.mkdir()
+    module = tmp_path / "flaky_predictor.py"
+    module.write_text(
+        "class Flaky:\n"
+        "    def load(self, artifacts_uri):\n"
+        "        self.loaded = artifacts_uri\n"
+        "    def preprocess(self, body):\n"
+        "        return body['instances']\n"
+        "    def predict(self, instances):\n"
+        "        if any(i == 13 for i in instances):\n"
+        "            raise RuntimeError('unlucky')\n"
+        "        return [i * 2 for i in instances]\n"
+        "    def postprocess(self, results):\n"
+        "        return {'predictions': results}\n"
+    )
+    data = write_jsonl(tmp_path / "in.jsonl", list(range(40)))
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [data],
+            str(model_dir),
+            predictor_class=f"{module}:Flaky",
+            manual_batch_tuning_parameters_batch_size=16,
+        )
+    )
+    out = read_output(result.gcs_output_directory)
+    assert sorted(r["instance"] for r in out["results"]) == [i for i in range(40) if i != 13]
+    assert all(r["prediction"] == r["instance"] * 2 for r in out["results"])
+    assert out["errors"] == [
+        {"instance": 13, "error": {"code": 13, "message": "RuntimeError: unlucky"}}
+    ]
+    assert out["errors_stats"] == ["('RuntimeError: unlucky', 1)"]
+
+
+def test_batch_size_is_respected_exactly(tmp_path):
+    module = tmp_path / "sizes_predictor.py"
+    log = tmp_path / "sizes.txt"
+    module.write_text(
+        "class Sizes:\n"
+        "    def load(self, artifacts_uri): pass\n"
+        "    def preprocess(self, body): return body\n"
+        "    def predict(self, body):\n"
+        f"        open({str(log)!r}, 'a').write(str(len(body['instances'])) + '\\n')\n"
+        "        return [body['parameters']['scale'] * i for i in body['instances']]\n"
+        "    def postprocess(self, results): return {'predictions': results}\n"
+    )
+    (tmp_path / "m").mkdir()
+    data = write_jsonl(tmp_path / "in.jsonl", list(range(25)))
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [data],
+            str(tmp_path / "m"),
+            predictor_class=f"{module}:Sizes",
+            manual_batch_tuning_parameters_batch_size=7,
+            model_parameters={"scale": 3},
+        )
+    )
+    assert log.read_text().split() == ["7", "7", "7", "4"]
+    out = read_output(result.gcs_output_directory)
+    assert sorted(r["prediction"] for r in out["results"]) == [3 * i for i in range(25)]
+
+
+def test_key_field_output_and_csv_and_parquet_formats(
+    tmp_path, sklearn_model_dir, sklearn_model, iris
+):
+    X, _ = iris
+    names = ["a", "b", "c", "d"]
+    rows = [{"id": f"r{i}", **dict(zip(names, x))} for i, x in enumerate(X[:10].tolist())]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    expected = dict(zip([r["id"] for r in rows], sklearn_model.predict(X[:10]).tolist()))
+    common = dict(key_field="id", instance_type="array", included_fields=names)
+    jsonl = run_batch_prediction(spec(tmp_path, [data], sklearn_model_dir, **common))
+    got = {r["key"]: r["prediction"] for r in read_output(jsonl.gcs_output_directory)["results"]}
+    assert got == expected
+    csv_result = run_batch_prediction(
+        spec(tmp_path, [data], sklearn_model_dir, predictions_format="csv", **common)
+    )
+    csv_path = os.path.join(
+        csv_result.gcs_output_directory, "prediction.results-00000-of-00001.csv"
+    )
+    lines = Path(csv_path).read_text().splitlines()
+    assert lines[0] == "key,prediction"
+    assert {ln.split(",")[0]: int(ln.split(",")[1]) for ln in lines[1:]} == expected
+    pq_result = run_batch_prediction(
+        spec(tmp_path, [data], sklearn_model_dir, predictions_format="parquet", **common)
+    )
+    table = pq.read_table(
+        os.path.join(pq_result.gcs_output_directory, "prediction.results-00000-of-00001.parquet")
+    )
+    assert dict(zip(table["key"].to_pylist(), table["prediction"].to_pylist())) == expected
+
+
+def test_csv_input_csv_output_has_instance_columns(tmp_path, sklearn_model_dir):
+    path = tmp_path / "in.csv"
+    path.write_text("sl,sw,pl,pw\n5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n")
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [str(path)],
+            sklearn_model_dir,
+            instances_format="csv",
+            predictions_format="csv",
+        )
+    )
+    lines = (
+        Path(result.gcs_output_directory, "prediction.results-00000-of-00001.csv")
+        .read_text()
+        .splitlines()
+    )
+    assert lines[0] == "sl,sw,pl,pw,prediction"
+    assert lines[1] == "5.1,3.5,1.4,0.2,0"
+
+
+def test_many_workers_many_splits_count_everything_once(tmp_path, sklearn_model_dir, monkeypatch):
+    monkeypatch.setattr(sources, "SPLIT_BYTES", 4096)
+    rng = np.random.default_rng(3)
+    rows = rng.normal(5, 1, size=(3000, 4)).round(3).tolist()
+    data = write_jsonl(tmp_path / "in.jsonl", rows, ["oops"] * 5)
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [data],
+            sklearn_model_dir,
+            workers=2,
+            manual_batch_tuning_parameters_batch_size=100,
+        )
+    )
+    assert result.stats["workers"] == 2
+    out = read_output(result.gcs_output_directory)
+    names = sorted(os.listdir(result.gcs_output_directory))
+    assert "prediction.results-00000-of-00002" in names
+    assert "prediction.results-00001-of-00002" in names
+    assert sorted(r["instance"] for r in out["results"]) == sorted(rows)
+    assert len(out["errors"]) == 5
+    assert result.completion_stats["successful_count"] == 3000
+    assert result.completion_stats["failed_count"] == 5
+
+
+def test_line_splits_cover_every_line_exactly_once(tmp_path, monkeypatch):
+    """Byte-range splits never lose or repeat a line, whatever the split size."""
+    lines = [json.dumps(list(range(i % 7))) for i in range(500)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines))  # no trailing newline on purpose
+    for size in (1, 5, 17, 64, 1000, 10**6):
+        monkeypatch.setattr(sources, "SPLIT_BYTES", size)
+        src = sources.make_source("jsonl", [str(path)], sources.InstanceConfig())
+        seen = []
+        for split in src.splits():
+            for batch in src.batches(split, 50):
+                seen += batch.converted.instances
+        assert seen == [json.loads(x) for x in lines], size
+
+
+def test_xgboost_layouts_predict_through_dmatrix(tmp_path, iris):
+    import joblib
+    import xgboost as xgb
+
+    X, y = iris
+    yb = (y > 0).astype(int)
+    clf = xgb.XGBClassifier(n_estimators=5, max_depth=2).fit(X, yb)
+    booster = clf.get_booster()
+    expected = booster.predict(xgb.DMatrix(X[:5].astype(np.float32))).tolist()
+    data = write_jsonl(tmp_path / "in.jsonl", X[:5].tolist())
+    for name in ("model.bst", "model.json", "model.ubj", "model.joblib", "model.pkl"):
+        d = tmp_path / name.replace(".", "_")
+        d.mkdir()
+        if name in ("model.joblib", "model.pkl"):
+            joblib.dump(clf, d / name)
+        else:
+            booster.save_model(str(d / name))
+        result = run_batch_prediction(spec(tmp_path, [data], str(d)))
+        preds = [r["prediction"] for r in read_output(result.gcs_output_directory)["results"]]
+        assert preds == pytest.approx(expected, rel=1e-6), name
+        assert result.stats["model_framework"] == "xgboost"
+
+
+def test_sklearn_pkl_and_return_probabilities(tmp_path, sklearn_model, iris):
+    import pickle
+
+    X, _ = iris
+    d = tmp_path / "pkl"
+    d.mkdir()
+    with open(d / "model.pkl", "wb") as f:
+        pickle.dump(sklearn_model, f)
+    data = write_jsonl(tmp_path / "in.jsonl", X[:3].tolist())
+    labels = run_batch_prediction(spec(tmp_path, [data], str(d)))
+    probs = run_batch_prediction(spec(tmp_path, [data], str(d), return_probabilities=True))
+    got_labels = [r["prediction"] for r in read_output(labels.gcs_output_directory)["results"]]
+    got_probs = [r["prediction"] for r in read_output(probs.gcs_output_directory)["results"]]
+    assert got_labels == sklearn_model.predict(X[:3]).tolist()
+    np.testing.assert_allclose(got_probs, sklearn_model.predict_proba(X[:3]), rtol=1e-12)
+
+
+def test_image_uri_picks_the_framework(tmp_path, sklearn_model_dir):
+    data = write_jsonl(tmp_path / "in.jsonl", [[1, 2, 3, 4]])
+    with pytest.raises(UserError, match="TensorFlow SavedModel model, which the local backend"):
+        run_batch_prediction(
+            spec(
+                tmp_path,
+                [data],
+                sklearn_model_dir,
+                container_image_uri="us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest",
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gcs_source_uris": ["/nonexistent/*.jsonl"]}, "No input file matches"),
+        ({"model_uri": "/nonexistent/model"}, "does not exist"),
+        ({"instances_format": "avro"}, "Unknown instances_format='avro'"),
+        (
+            {"included_fields": ["a"], "excluded_fields": ["b"]},
+            "included_fields and excluded_fields are mutually exclusive",
+        ),
+        ({"generate_explanation": True}, "not supported locally yet"),
+        ({"instance_type": "object", "instances_format": "csv"}, "instance_type='object'"),
+    ],
+)
+def test_job_level_errors_leave_no_output(tmp_path, sklearn_model_dir, kwargs, message):
+    data = write_jsonl(tmp_path / "in.jsonl", [[1, 2, 3, 4]])
+    base = dict(gcs_source_uris=[data], model_uri=sklearn_model_dir)
+    base.update(kwargs)
+    uris = base.pop("gcs_source_uris")
+    model = base.pop("model_uri")
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_batch_prediction(spec(tmp_path, uris, model, **base))
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_unreadable_model_fails_and_removes_partial_output(tmp_path):
+    d = tmp_path / "broken"
+    d.mkdir()
+    (d / "model.joblib").write_bytes(b"this is not a pickle")
+    data = write_jsonl(tmp_path / "in.jsonl", [[1, 2, 3, 4]])
+    with pytest.raises(UserError, match="Cannot load the sklearn model"):
+        run_batch_prediction(spec(tmp_path, [data], str(d)))
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_max_failed_fraction_fails_the_job_after_writing_output(tmp_path, sklearn_model_dir):
+    data = write_jsonl(tmp_path / "in.jsonl", [[1, 2, 3, 4]], ["bad"] * 3)
+    with pytest.raises(UserError, match=r"3 of 4 instances failed \(75.0%\)"):
+        run_batch_prediction(spec(tmp_path, [data], sklearn_model_dir, max_failed_fraction=0.5))
+    (out_dir,) = os.listdir(tmp_path / "out")
+    assert read_output(str(tmp_path / "out" / out_dir))["stats"]["failed_count"] == 3
+
+
+def test_fixed_output_directory_name_replaces_previous_run(tmp_path, sklearn_model_dir):
+    data = write_jsonl(tmp_path / "in.jsonl", [[1, 2, 3, 4]])
+    for _ in range(2):
+        result = run_batch_prediction(
+            spec(tmp_path, [data], sklearn_model_dir, output_directory_name="fixed")
+        )
+    assert result.gcs_output_directory == str(tmp_path / "out" / "fixed")
+    assert os.listdir(tmp_path / "out") == ["fixed"]
+
+
+def test_vertex_only_inputs_are_recorded(tmp_path, sklearn_model_dir):
+    data = write_jsonl(tmp_path / "in.jsonl", [[1, 2, 3, 4]])
+    result = run_batch_prediction(
+        spec(tmp_path, [data], sklearn_model_dir, machine_type="n1-standard-4", max_replica_count=3)
+    )
+    stats = read_output(result.gcs_output_directory)["stats"]
+    assert stats["vertex_only_settings"] == {
+        "machine_type": "n1-standard-4",
+        "max_replica_count": 3,
+    }
