@@ -12,6 +12,8 @@ import csv
 import json
 import uuid
 from abc import ABC, abstractmethod
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -63,12 +65,24 @@ def dumps_bytes(value: Any) -> bytes:
 _NUMBER_UNSAFE = (b"e", b"0.0000", b"null")
 
 
+def _positions(data: bytes, markers: tuple[bytes, ...]) -> list[int]:
+    """Start offsets of every occurrence of each marker (bytes.find: memchr-fast)."""
+    found = []
+    for marker in markers:
+        pos = data.find(marker)
+        while pos != -1:
+            found.append(pos)
+            pos = data.find(marker, pos + 1)
+    return found
+
+
 def dumps_many(values: list[Any]) -> list[bytes]:
     """``[dumps_bytes(v) for v in values]``, with one orjson call for flat batches.
 
     A batch of numbers, or of flat lists of numbers (the common instance and prediction shapes),
-    is encoded at once and split into values; a value whose text could differ from json.dumps
-    is re-encoded alone. Anything else goes value by value.
+    is encoded at once and split into values; the few values whose text could differ from
+    json.dumps (found by scanning the batch once per marker) are re-encoded alone. Anything else
+    goes value by value.
     """
     if not values:
         return []
@@ -79,23 +93,22 @@ def dumps_many(values: list[Any]) -> list[bytes]:
     if b'"' in out or b"{" in out:
         return [dumps_bytes(v) for v in values]
     brackets = out.count(b"[")
-    flat_lists = brackets == len(values) + 1 and out.startswith(b"[[")
-    if brackets != 1 and not flat_lists:
-        return [dumps_bytes(v) for v in values]
-    clean = not any(marker in out for marker in _NUMBER_UNSAFE)
-    if clean:  # the common case: format the whole batch at once
-        out = out.replace(b",", b", ")
     if brackets == 1:  # numbers
-        parts = out[1:-1].split(b", " if clean else b",")
-    else:  # flat lists of numbers
-        parts = [b"[" + p + b"]" for p in out[2:-2].split(b"], [" if clean else b"],[")]
-    if clean:
-        return parts
-    for i, part in enumerate(parts):
-        if any(marker in part for marker in _NUMBER_UNSAFE):
+        body, sep = out[1:-1].replace(b",", b", "), b", "
+    elif brackets == len(values) + 1 and out.startswith(b"[["):  # flat lists of numbers
+        body, sep = out[2:-2].replace(b",", b", "), b"], ["
+    else:
+        return [dumps_bytes(v) for v in values]
+    parts = body.split(sep)
+    if brackets > 1:
+        parts = [b"[" + p + b"]" for p in parts]
+    unsafe = _positions(body, _NUMBER_UNSAFE)
+    if unsafe:
+        starts = list(accumulate((len(p) + len(sep) for p in parts), initial=0))
+        if brackets > 1:  # parts gained their brackets: body offsets are 2 bytes shorter each
+            starts = [start - 2 * i for i, start in enumerate(starts)]
+        for i in {bisect_right(starts, pos) - 1 for pos in unsafe}:
             parts[i] = _encode(values[i]).encode()
-        else:
-            parts[i] = part.replace(b",", b", ")
     return parts
 
 
