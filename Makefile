@@ -13,12 +13,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/uv pip install --python $(BIN)/python -e ".[dev]"
 	touch $@
 
-## run: the main job, locally, on embedded defaults
+## run: the main job: the classification pipeline, locally (kfp.local), on embedded defaults
 run: setup
-	$(BIN)/batchpredict example
+	$(BIN)/python -m pipelines.run tabular_classification
 
-## test: the whole suite, with the services it needs (Docker engine, emulators)
+## test: lint, then the whole suite, with the services it needs (Docker engine, emulators)
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
 
 test-fast: setup
