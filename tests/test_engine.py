@@ -363,3 +363,31 @@ def test_vertex_only_inputs_are_recorded(tmp_path, sklearn_model_dir):
         "machine_type": "n1-standard-4",
         "max_replica_count": 3,
     }
+
+
+def test_a_worker_that_dies_fails_the_job_with_exit_13_and_no_output(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "SPLIT_BYTES", 64)
+    module = tmp_path / "crash_predictor.py"
+    module.write_text(
+        "import os\n"
+        "class Crash:\n"
+        "    def load(self, artifacts_uri): pass\n"
+        "    def preprocess(self, body): return body['instances']\n"
+        "    def predict(self, instances):\n"
+        "        if 7 in instances:\n"
+        "            os._exit(3)\n"
+        "        return instances\n"
+        "    def postprocess(self, results): return {'predictions': results}\n"
+    )
+    (tmp_path / "m").mkdir()
+    data = write_jsonl(tmp_path / "in.jsonl", list(range(100)))
+    from batchpredict.errors import InternalError
+
+    with pytest.raises(InternalError, match=r"died \(exit codes \[3\]\)") as info:
+        run_batch_prediction(
+            spec(
+                tmp_path, [data], str(tmp_path / "m"), workers=2, predictor_class=f"{module}:Crash"
+            )
+        )
+    assert info.value.exit_code == 13
+    assert os.listdir(tmp_path / "out") == []
