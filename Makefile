@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format compile check-specs bench clean
+.PHONY: setup run test test-fast lint format compile check-specs bench image push clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,7 @@ run: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	scripts/ensure_docker.sh
 	$(BIN)/pytest -q
 
 test-fast: setup
@@ -40,6 +41,15 @@ compile: setup
 
 check-specs: setup
 	$(BIN)/python scripts/compile.py --check
+
+## image: build the component image [<BATCHPREDICT_IMAGE_REGISTRY>/]batchpredict:<version>
+##        (BASE_IMAGE=local: a Debian base built here, for machines that reach no registry)
+image: setup
+	PYTHON=$(BIN)/python containers/build_image.sh
+
+## push: push the image to BATCHPREDICT_IMAGE_REGISTRY and recompile the specs against it
+push: setup
+	PYTHON=$(BIN)/python containers/push_image.sh
 
 bench: setup
 	$(BIN)/python bench/engine_bench.py

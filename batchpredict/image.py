@@ -1,4 +1,4 @@
-"""The component image reference: one place for its name and tag.
+"""The component image reference: one place for its name and tag, and how to run it locally.
 
 The tag is the package version, so a spec compiled from version X runs the image built from X.
 The registry is chosen when the image is built and when specs are compiled, through the
@@ -10,11 +10,19 @@ The registry is chosen when the image is built and when specs are compiled, thro
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from batchpredict import __version__
 
+if TYPE_CHECKING:  # kfp is never imported at module top level
+    from kfp.local import DockerRunner
+
 IMAGE_NAME = "batchpredict"
 REGISTRY_ENV = "BATCHPREDICT_IMAGE_REGISTRY"
+
+# The image's non-root user (containers/Dockerfile creates it with these ids).
+IMAGE_UID = 10001
+IMAGE_GID = 10001
 
 
 def image_tag() -> str:
@@ -27,3 +35,51 @@ def component_image(registry: str | None = None) -> str:
     registry = (registry if registry is not None else os.environ.get(REGISTRY_ENV, "")).rstrip("/")
     name = f"{IMAGE_NAME}:{image_tag()}"
     return f"{registry}/{name}" if registry else name
+
+
+def docker_runner_args(pipeline_root: str | os.PathLike[str]) -> dict[str, str]:
+    """``kfp.local.DockerRunner`` arguments: steps write to ``pipeline_root``, never as root.
+
+    DockerRunner bind-mounts ``pipeline_root`` at the same path, and a bind mount keeps the host's
+    owners and modes, so the step's user needs write access to that host directory:
+
+    * run by a non-root user: the step runs as that user's uid:gid (non-root too). Its outputs
+      are owned by the user, as with SubprocessRunner, whatever the directory's mode.
+    * run by root: the step runs as the image's own non-root user, and ``pipeline_root`` (created
+      if missing, so that Docker does not create it root-owned) is handed to that user (chown);
+      root still reads and writes everything in it.
+
+    Args:
+        pipeline_root: the ``pipeline_root`` given to ``kfp.local.init``.
+
+    Returns:
+        Keyword arguments for ``kfp.local.DockerRunner``.
+    """
+    root = os.path.abspath(os.fspath(pipeline_root))
+    os.makedirs(root, exist_ok=True)
+    uid, gid = os.getuid(), os.getgid()
+    if uid != 0:
+        return {"user": f"{uid}:{gid}"}
+    stat = os.stat(root)
+    if stat.st_uid != IMAGE_UID:
+        os.chown(root, IMAGE_UID, IMAGE_GID)
+    return {"user": f"{IMAGE_UID}:{IMAGE_GID}"}
+
+
+def docker_runner(pipeline_root: str | os.PathLike[str], **container_run_args: str) -> DockerRunner:
+    """A ``kfp.local.DockerRunner`` for batchpredict's image; see :func:`docker_runner_args`.
+
+    Use it with the same ``pipeline_root``::
+
+        local.init(runner=docker_runner(root), pipeline_root=root)
+
+    Args:
+        pipeline_root: the ``pipeline_root`` given to ``kfp.local.init``.
+        **container_run_args: more ``docker run`` arguments; they override the defaults.
+
+    Returns:
+        The runner.
+    """
+    from kfp import local
+
+    return local.DockerRunner(**{**docker_runner_args(pipeline_root), **container_run_args})
