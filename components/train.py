@@ -24,7 +24,7 @@ def train(
     """Fits a model and saves it as Vertex AI's prebuilt prediction containers load it.
 
     The model directory holds ``model.joblib`` (scikit-learn) or ``model.bst`` (XGBoost
-    ``Booster.save_model``), fitted on the features as a float array in the recorded order.
+    Booster, saved in JSON), fitted on the features as a float array in the recorded order.
 
     Args:
         train_data: The training table.
@@ -40,7 +40,7 @@ def train(
         feature_columns: The features in order; empty: every column but the target.
         seed: The random seed.
         serving_image_uri: The prediction image to record; empty: the matching Vertex prebuilt
-            image (e.g. ``us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5:latest``).
+            image (e.g. ``us-docker.pkg.dev/vertex-ai/prediction/sklearn-cpu.1-5``).
 
     Returns:
         model: The model directory; metadata ``framework``, ``framework_version``,

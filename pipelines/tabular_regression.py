@@ -4,7 +4,7 @@ dataset -> train -> prepare instances (with a key) -> ModelBatchPredictOp -> col
 Run it locally with ``python -m pipelines.run tabular_regression``.
 """
 
-from typing import Dict, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
@@ -18,6 +18,9 @@ from components.prepare_instances import PrepareInstancesOp
 from components.train import TrainOp
 
 PIPELINE_NAME = "tabular-regression"
+# xgb.train params for the diabetes data (num_boost_round sets the rounds). A constant, not a
+# pipeline parameter: a dict default would compile in an unstable key order.
+HYPERPARAMETERS = {"max_depth": 2, "eta": 0.05, "num_boost_round": 100}
 
 
 class Outputs(NamedTuple):
@@ -45,7 +48,6 @@ def tabular_regression(
     target_column: str = "target",
     test_fraction: float = 0.2,
     seed: int = 42,
-    hyperparameters: Dict = {"max_depth": 2, "eta": 0.05, "num_boost_round": 100},
     key_column: str = "row_id",
     instances_format: str = "jsonl",
     shards: int = 2,
@@ -60,7 +62,6 @@ def tabular_regression(
         target_column: The label column.
         test_fraction: The held-out share, predicted in batch and evaluated.
         seed: The split and training seed.
-        hyperparameters: ``xgb.train`` params; ``num_boost_round`` sets the rounds.
         key_column: The key that joins predictions back to the labels.
         instances_format: ``jsonl``, ``csv`` or ``parquet``.
         shards: Instance files to write.
@@ -77,7 +78,7 @@ def tabular_regression(
         target_column=target_column,
         framework="xgboost",
         problem_type="regression",
-        hyperparameters=hyperparameters,
+        hyperparameters=HYPERPARAMETERS,
         seed=seed,
     )
     prepared = PrepareInstancesOp(

@@ -517,7 +517,7 @@ def collect_predictions(
             "successful_count": successful,
             "failed_count": failed,
             "errors_stats": [list(s) for s in errors_stats],
-            "failed_fraction": round(max(job_fraction, missing_fraction), 6),
+            "failed_fraction": max(job_fraction, missing_fraction),
         }
     )
     if files.completion_stats:

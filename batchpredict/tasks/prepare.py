@@ -134,20 +134,18 @@ def write_instances(
 def prepare_instances(
     table_path: str,
     output_dir: str,
-    output_uri: str = "",
     feature_names: list[str] | None = None,
     target_columns: list[str] | None = None,
     key_column: str = "",
     instances_format: str = "jsonl",
     shards: int = 1,
+    output_uri: str = "",
 ) -> PreparedInstances:
     """Writes batch prediction instances from the table at ``table_path``.
 
     Args:
         table_path: the table (Parquet or CSV file, or a directory of them).
         output_dir: the local directory to write the shards into.
-        output_uri: the same directory as batch prediction will read it (``gs://...`` on Vertex);
-            defaults to ``output_dir``.
         feature_names: the model's features, in order; empty: every column but the targets and
             the key, in table order.
         target_columns: columns to remove (labels); absent ones are ignored.
@@ -156,6 +154,8 @@ def prepare_instances(
         instances_format: ``jsonl`` (one JSON object per line), ``csv`` (header, strings
             quoted) or ``parquet``.
         shards: the number of files (fewer when the table has fewer rows).
+        output_uri: the same directory as batch prediction will read it (``gs://...`` on Vertex);
+            defaults to ``output_dir``.
 
     Returns:
         The files, the ``gcs_source_uris`` wildcard, the ``included_fields`` (the feature order,

@@ -1,7 +1,7 @@
 """Train: fit a scikit-learn or XGBoost model and save it as Vertex's prebuilt containers load it.
 
 The model directory holds ``model.joblib`` (scikit-learn; served with ``model.predict``) or
-``model.bst`` (XGBoost ``Booster.save_model``; served with ``booster.predict(xgb.DMatrix(x))``).
+``model.bst`` (an XGBoost Booster, saved in JSON; served with ``booster.predict(xgb.DMatrix(x))``).
 The model is fitted on a plain float array in feature order, the shape in which batch prediction
 sends instances, so it never depends on column names at serving time. The metadata says what the
 model needs: framework and version, feature names in order, target, class labels, and the
@@ -237,7 +237,10 @@ def train_model(
         else:
             train_score = float(1 - np.sum((y - pred) ** 2) / np.sum((y - y.mean()) ** 2))
         model_file = XGBOOST_MODEL_FILE
-        booster.save_model(os.path.join(model_dir, model_file))
+        # Booster.save_model picks the format from the file extension and has none for ".bst";
+        # JSON content is what every XGBoost since 1.0 recognises when it loads model.bst.
+        with open(os.path.join(model_dir, model_file), "wb") as f:
+            f.write(booster.save_raw("json"))
         version = xgb.__version__
         algorithm = f"{algorithm} ({params['objective']}, {rounds} rounds)"
 
