@@ -14,6 +14,10 @@ from batchpredict.tasks.dataset import CLASSIFICATION
 
 PLOT_SIZE = 320
 MARGIN = 48
+# Room on the left for the y tick labels (class names in the confusion matrix).
+LEFT_MARGIN = 84
+# Scatter axes extend this share beyond the data, so edge points are not cut.
+PAD = 0.04
 MAX_POINTS = 2000
 HIST_BINS = 30
 ACCENT = "#1a73e8"
@@ -58,12 +62,13 @@ def _fmt(value: Any) -> str:
 def _frame(title: str, x_label: str, y_label: str, body: str) -> str:
     w = h = PLOT_SIZE
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + 2 * MARGIN}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w + LEFT_MARGIN + MARGIN}" '
         f'height="{h + 2 * MARGIN}" role="img" aria-label="{_e(title)}">'
-        f'<g transform="translate({MARGIN},{MARGIN})">'
+        f'<g transform="translate({LEFT_MARGIN},{MARGIN})">'
         f'<rect width="{w}" height="{h}" fill="none" stroke="{GRID}"/>{body}'
         f'<text x="{w / 2}" y="{h + 36}" text-anchor="middle" font-size="13">{_e(x_label)}</text>'
-        f'<text transform="translate(-34,{h / 2}) rotate(-90)" text-anchor="middle" '
+        f'<text transform="translate({12 - LEFT_MARGIN},{h / 2}) rotate(-90)" '
+        'text-anchor="middle" '
         f'font-size="13">{_e(y_label)}</text>'
         f'<text x="{w / 2}" y="-16" text-anchor="middle" font-size="14" '
         f'font-weight="600">{_e(title)}</text></g></svg>'
@@ -132,9 +137,9 @@ def svg_confusion_matrix(matrix: list[list[int]], names: list[str]) -> str:
     for k, name in enumerate(names):
         body.append(
             f'<text x="{(k + 0.5) * cell:.1f}" y="{PLOT_SIZE + 16}" text-anchor="middle" '
-            f'font-size="11">{_e(name)[:14]}</text>'
+            f'font-size="11">{_e(name[:14])}</text>'
             f'<text x="-6" y="{(k + 0.5) * cell + 4:.1f}" text-anchor="end" '
-            f'font-size="11">{_e(name)[:14]}</text>'
+            f'font-size="11">{_e(name[:14])}</text>'
         )
     return _frame("Confusion matrix", "Predicted label", "True label", "".join(body))
 
@@ -163,6 +168,8 @@ def svg_scatter(
     if zero_line:
         bound = max(abs(y_lo), abs(y_hi)) or 1.0
         y_lo, y_hi = -bound, bound
+    x_pad, y_pad = (x_hi - x_lo) * PAD, (y_hi - y_lo) * PAD
+    x_lo, x_hi, y_lo, y_hi = x_lo - x_pad, x_hi + x_pad, y_lo - y_pad, y_hi + y_pad
     sx, sy = _scales(x_lo, x_hi, y_lo, y_hi)
     body = [_axis_ticks(x_lo, x_hi, y_lo, y_hi, sx, sy)]
     if diagonal:
