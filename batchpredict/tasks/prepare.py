@@ -163,6 +163,7 @@ def prepare_instances(
     """
     targets = list(target_columns or [])
     table = read_table(table_path)
+    removed = [c for c in targets if c in table.column_names]
     if key_column in targets:
         raise UserError(f"key_column={key_column!r} is also a target column {targets}.")
     table = ensure_key_column(table, key_column)
@@ -179,7 +180,7 @@ def prepare_instances(
         "files": [os.path.basename(f) for f in files],
         "key_field": key_column,
         "included_fields": features,
-        "removed_columns": [c for c in targets],
+        "removed_columns": removed,
     }
     return PreparedInstances(
         files=files,
