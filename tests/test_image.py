@@ -298,3 +298,60 @@ def test_docker_runner_matches_subprocess_runner(image: str, tmp_path: Path) -> 
     assert dock.errors_stats == sub.errors_stats
     assert dock.completion == {**sub.completion, "job_display_name": "image-smoke"}
     assert dock.job_metadata == sub.job_metadata
+
+
+# ---- the classification pipeline, DockerRunner vs SubprocessRunner ------------------------------
+
+
+def _classification_outcome(outputs: dict[str, Any]) -> dict[str, Any]:
+    """What must not depend on the runner: predictions, counts, metrics."""
+    import pyarrow.parquet as pq
+
+    predictions = Path(outputs["predictions_directory"].uri)
+    collected = Path(outputs["collected"].uri)
+    table_path = collected if collected.is_file() else next(collected.rglob("*.parquet"))
+    job = outputs["batchpredictionjob"].metadata
+    evaluation = Path(outputs["evaluation_metrics"].uri)
+    evaluation_files = sorted(evaluation.rglob("*.json")) if evaluation.is_dir() else [evaluation]
+    return {
+        "results": _collect(predictions, {}).results,
+        "errors_stats": _collect(predictions, {}).errors_stats,
+        "completion_stats": job["completionStats"],
+        "read_count": job.get("readCount"),
+        "collected": pq.read_table(table_path).to_pylist(),
+        "metrics": dict(outputs["metrics"].metadata),
+        "classification_metrics": dict(outputs["classification_metrics"].metadata),
+        "evaluation_metrics": {p.name: json.loads(p.read_text()) for p in evaluation_files},
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+@pytest.mark.filterwarnings("ignore:You may be attemping to run a task that uses custom")
+def test_classification_pipeline_docker_matches_subprocess(image: str, tmp_path: Path) -> None:
+    from kfp import local
+
+    from batchpredict.image import docker_runner
+    from pipelines.tabular_classification import tabular_classification
+
+    outcomes = {}
+    for name, make_runner in (
+        ("subprocess", lambda root: local.SubprocessRunner(use_venv=False)),
+        ("docker", docker_runner),
+    ):
+        root = tmp_path / name
+        root.mkdir()
+        local.init(runner=make_runner(root), pipeline_root=str(root), raise_on_error=True)
+        task = tabular_classification()
+        outputs = dict(task.outputs)
+        assert Path(outputs["predictions_directory"].uri).is_relative_to(root)
+        outcomes[name] = _classification_outcome(outputs)
+
+    sub, dock = outcomes["subprocess"], outcomes["docker"]
+    assert sub["metrics"]["accuracy"] > 0.9
+    assert sub["completion_stats"]["failed_count"] == 0
+    assert len(sub["results"]) == sub["completion_stats"]["successful_count"] > 0
+    assert len(sub["collected"]) == len(sub["results"])
+    assert sub["evaluation_metrics"] and all(sub["evaluation_metrics"].values())
+    for key in sub:
+        assert dock[key] == sub[key], key
