@@ -63,10 +63,14 @@ def model_batch_predict(
     with open(gcp_resources, "w") as f:
         f.write(outputs.gcp_resources)
     _fill(batchpredictionjob, outputs.batchpredictionjob)
-    if outputs.gcs_output_directory is not None:
-        _fill(gcs_output_directory, outputs.gcs_output_directory)
-    if outputs.bigquery_output_table is not None:
-        _fill(bigquery_output_table, outputs.bigquery_output_table)
+    for artifact, out in (
+        (gcs_output_directory, outputs.gcs_output_directory),
+        (bigquery_output_table, outputs.bigquery_output_table),
+    ):
+        if out is not None:
+            _fill(artifact, out)
+        else:
+            _touch(artifact)
     log.info("Batch prediction finished: %s", result.to_dict())
     return result
 
@@ -102,6 +106,19 @@ def _apply_model_artifacts(
 def _image_uri(artifact: ArtifactLike) -> str:
     container_spec = (artifact.metadata or {}).get("containerSpec") or {}
     return container_spec.get("imageUri", "")
+
+
+def _touch(artifact: ArtifactLike) -> None:
+    """Leaves an empty file for an output the job did not produce.
+
+    KFP lightweight components always declare every output; kfp.local's cache treats a cached
+    output whose file is missing as deleted and reruns the step, so unused outputs get a file.
+    """
+    path = getattr(artifact, "path", "")
+    if path and not os.path.exists(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "w"):
+            pass
 
 
 def _fill(artifact: ArtifactLike, out: ArtifactOut) -> None:

@@ -152,8 +152,12 @@ print(json.dumps({"seconds": time.monotonic() - t, "rows": len(X)}))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--memory-rows", type=int, default=5_000_000,
-                        help="second, larger input for the peak-memory comparison (0 skips)")
+    parser.add_argument(
+        "--memory-rows",
+        type=int,
+        default=5_000_000,
+        help="second, larger input for the peak-memory comparison (0 skips)",
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     parser.add_argument("--workdir", default=None, help="where data is generated (temp dir)")
     args = parser.parse_args()
@@ -174,9 +178,14 @@ def main() -> None:
         r = timed_child(code, data, model_dir, *extra)
         r["rows_per_second"] = r["rows"] / r["seconds"]
         results[name] = r
-        print(f"{name:8s} {r['rows_per_second']:>10,.0f} rows/s  {r['seconds']:7.2f} s  "
-              f"peak {r['peak_rss_mib']:7.0f} MiB", flush=True)
-    results["engine_vs_floor"] = results["engine"]["rows_per_second"] / results["floor"]["rows_per_second"]
+        print(
+            f"{name:8s} {r['rows_per_second']:>10,.0f} rows/s  {r['seconds']:7.2f} s  "
+            f"peak {r['peak_rss_mib']:7.0f} MiB",
+            flush=True,
+        )
+    results["engine_vs_floor"] = (
+        results["engine"]["rows_per_second"] / results["floor"]["rows_per_second"]
+    )
     results["engine_vs_ceiling"] = (
         results["engine"]["rows_per_second"] / results["ceiling"]["rows_per_second"]
     )
@@ -187,13 +196,18 @@ def main() -> None:
         r = timed_child(ENGINE, big, model_dir, os.path.join(work, "out"))
         r["rows_per_second"] = r["rows"] / r["seconds"]
         results["engine_large"] = r
-        print(f"engine@{args.memory_rows:,}: {r['rows_per_second']:,.0f} rows/s, "
-              f"peak {r['peak_rss_mib']:.0f} MiB", flush=True)
+        print(
+            f"engine@{args.memory_rows:,}: {r['rows_per_second']:,.0f} rows/s, "
+            f"peak {r['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
         results["peak_memory_ratio_large_vs_small"] = (
             r["peak_rss_mib"] / results["engine"]["peak_rss_mib"]
         )
-    print(f"engine/floor = {results['engine_vs_floor']:.2f}x, "
-          f"engine/ceiling = {results['engine_vs_ceiling']:.2f}x")
+    print(
+        f"engine/floor = {results['engine_vs_floor']:.2f}x, "
+        f"engine/ceiling = {results['engine_vs_ceiling']:.2f}x"
+    )
     with open(os.path.join(args.out, "engine_bench.json"), "w") as f:
         json.dump(results, f, indent=2)
 

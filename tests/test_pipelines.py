@@ -86,13 +86,9 @@ def test_classification_report_exists_and_names_the_metrics(classification):
 
 def test_second_identical_run_hits_the_cache_for_every_step(classification, capsys):
     root, first = classification
-    unused = Path(first.run_directory, "model-batch-predict", "bigquery_output_table")
-    if not unused.exists():
-        pytest.xfail(
-            "ModelBatchPredictOp leaves its unused bigquery_output_table output without a file, "
-            "which kfp.local's cache takes for a deleted artifact, so the step reruns (fix in "
-            "batchpredict/component_entry.py)"
-        )
+    # ModelBatchPredictOp leaves a file for its unused bigquery_output_table output: without it
+    # kfp.local's cache takes the output for deleted and reruns the step.
+    assert Path(first.run_directory, "model-batch-predict", "bigquery_output_table").exists()
     assert main(["tabular_classification", "--cache", "--pipeline-root", str(root)]) == 0
     printed = capsys.readouterr().out
     assert "Steps executed: 0/6" in printed
