@@ -238,7 +238,11 @@ class XGBoostHandler(ModelHandler):
             for name in XGBOOST_NATIVE_FILES:
                 path = os.path.join(self.ref.local_dir, name)
                 if os.path.exists(path):
-                    model = xgb.Booster(model_file=path)
+                    # From bytes, the format (JSON, UBJSON) is read from the content: a
+                    # model.bst of either kind loads without XGBoost guessing from the name.
+                    model = xgb.Booster()
+                    with open(path, "rb") as f:
+                        model.load_model(bytearray(f.read()))
                     break
         if model is None:
             model = _load_pickled(self.ref.local_dir, SKLEARN_FILES)
