@@ -90,15 +90,18 @@ def run_pipeline(
     """
     from kfp import local
 
+    from batchpredict.image import docker_runner
+
     if runner not in RUNNERS:
         raise SystemExit(f"Unknown runner {runner!r}; expected one of {', '.join(RUNNERS)}.")
     pipeline = load_pipeline(name)
     root = os.path.abspath(pipeline_root)
     os.makedirs(root, exist_ok=True)
     local.init(
+        # docker_runner lets the image's non-root user write to the mounted pipeline root.
         runner=local.SubprocessRunner(use_venv=False)
         if runner == "subprocess"
-        else local.DockerRunner(),
+        else docker_runner(root),
         pipeline_root=root,
         enable_caching=cache,
         raise_on_error=True,
