@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,8 +35,10 @@ from batchpredict.io.sources import Source, Split
 from batchpredict.models import ModelHandler, ModelRef, load_handler
 from batchpredict.progress import Progress
 
-# Worker processes are started fresh (no fork of a process that may hold client threads).
-MP_START_METHOD = "spawn"
+# Worker processes are forked when this process runs no other thread: fast, and the model loaded
+# once here is shared copy-on-write. Otherwise they are spawned fresh, since forking a process
+# whose threads may hold locks (client libraries' I/O threads) can deadlock the child.
+FORK_WHEN_SINGLE_THREADED = True
 # Distinct error messages kept in errors_stats; the rest are counted under one line.
 MAX_DISTINCT_ERRORS = 1000
 OTHER_ERRORS_MESSAGE = "Other errors (more distinct messages than errors_stats keeps)"
@@ -153,10 +156,18 @@ def process_split(
         report(batch.read_count, batch.work)
 
 
+# The model a forked worker inherits from the main process (None when workers are spawned).
+_inherited_handler: ModelHandler | None = None
+
+
 def _run_worker(
-    plan: JobPlan, index: int, next_split: Callable[[], Split | None], report: Callable
+    plan: JobPlan,
+    index: int,
+    next_split: Callable[[], Split | None],
+    report: Callable,
+    handler: ModelHandler | None = None,
 ) -> Counts:
-    handler = load_handler(plan.model)
+    handler = handler or load_handler(plan.model)
     if plan.workers > 1:
         handler.limit_threads()
     writer = plan.destination.shard_writer(index, plan.workers)
@@ -179,7 +190,7 @@ def _worker_process(plan: JobPlan, index: int, tasks: Any, results: Any) -> None
         results.put(("progress", rows, work))
 
     try:
-        counts = _run_worker(plan, index, next_split, report)
+        counts = _run_worker(plan, index, next_split, report, _inherited_handler)
         results.put(("done", index, counts))
     except BaseException as err:  # noqa: BLE001 - every failure must reach the main process
         exit_code = err.exit_code if isinstance(err, BatchPredictError) else 13
@@ -192,7 +203,24 @@ def run_plan(plan: JobPlan, progress: Progress) -> Counts:
     if plan.workers == 1:
         pending = list(plan.splits)
         return _run_worker(plan, 0, lambda: pending.pop(0) if pending else None, progress.update)
-    ctx = mp.get_context(MP_START_METHOD)
+    global _inherited_handler
+    method = _start_method()
+    if method == "fork":
+        _inherited_handler = load_handler(plan.model)
+        if threading.active_count() > 1:  # loading the model started threads: fork is unsafe
+            method, _inherited_handler = "spawn", None
+    try:
+        return _run_processes(plan, progress, mp.get_context(method))
+    finally:
+        _inherited_handler = None
+
+
+def _start_method() -> str:
+    forkable = "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+    return "fork" if FORK_WHEN_SINGLE_THREADED and forkable else "spawn"
+
+
+def _run_processes(plan: JobPlan, progress: Progress, ctx: Any) -> Counts:
     tasks = ctx.Queue()
     results = ctx.Queue()
     for split in plan.splits:

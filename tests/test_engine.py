@@ -207,7 +207,13 @@ def test_csv_input_csv_output_has_instance_columns(tmp_path, sklearn_model_dir):
     assert lines[1] == "5.1,3.5,1.4,0.2,0"
 
 
-def test_many_workers_many_splits_count_everything_once(tmp_path, sklearn_model_dir, monkeypatch):
+@pytest.mark.parametrize("fork", [True, False], ids=["fork", "spawn"])
+def test_many_workers_many_splits_count_everything_once(
+    tmp_path, sklearn_model_dir, monkeypatch, fork
+):
+    from batchpredict import engine
+
+    monkeypatch.setattr(engine, "FORK_WHEN_SINGLE_THREADED", fork)
     monkeypatch.setattr(sources, "SPLIT_BYTES", 4096)
     rng = np.random.default_rng(3)
     rows = rng.normal(5, 1, size=(3000, 4)).round(3).tolist()
