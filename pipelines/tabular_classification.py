@@ -10,12 +10,9 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
 from batchpredict.kfp_artifacts import VertexBatchPredictionJob
-from components.collect_predictions import CollectPredictionsOp
 from components.dataset import DatasetOp
-from components.evaluate import EvaluateOp
-from components.model_batch_predict import ModelBatchPredictOp
-from components.prepare_instances import PrepareInstancesOp
 from components.train import TrainOp
+from pipelines._tabular import predict_and_evaluate
 
 PIPELINE_NAME = "tabular-classification"
 
@@ -80,49 +77,21 @@ def tabular_classification(
         algorithm=algorithm,
         seed=seed,
     )
-    prepared = PrepareInstancesOp(
-        data=data.outputs["test_data"],
-        model=trained.outputs["model"],
+    steps = predict_and_evaluate(
+        job_display_name=PIPELINE_NAME,
+        data=data,
+        trained=trained,
         key_column=key_column,
         instances_format=instances_format,
         shards=shards,
         predictions_uri_prefix=predictions_uri_prefix,
-    )
-    predicted = ModelBatchPredictOp(
-        job_display_name=PIPELINE_NAME,
-        model=trained.outputs["model"],
-        instances_format=instances_format,
-        gcs_source_uris=prepared.outputs["gcs_source_uris"],
-        instance_type="array",
-        key_field=prepared.outputs["key_field"],
-        included_fields=prepared.outputs["included_fields"],
-        predictions_format="jsonl",
-        gcs_destination_output_uri_prefix=prepared.outputs["predictions_uri_prefix"],
-        return_probabilities=True,
         workers=workers,
-    )
-    collected = CollectPredictionsOp(
-        predictions=predicted.outputs["gcs_output_directory"],
-        ground_truth=data.outputs["test_data"],
-        model=trained.outputs["model"],
-        key_column=key_column,
-    )
-    evaluated = EvaluateOp(
-        predictions=collected.outputs["collected"],
+        return_probabilities=True,
         gate_metric="accuracy",
         gate_threshold=min_accuracy,
         title="Tabular classification: held-out batch predictions",
     )
     return Outputs(
-        train_data=data.outputs["train_data"],
-        test_data=data.outputs["test_data"],
-        model=trained.outputs["model"],
-        instances=prepared.outputs["instances"],
-        batchpredictionjob=predicted.outputs["batchpredictionjob"],
-        predictions_directory=predicted.outputs["gcs_output_directory"],
-        collected=collected.outputs["collected"],
-        metrics=evaluated.outputs["metrics"],
-        classification_metrics=evaluated.outputs["classification_metrics"],
-        evaluation_metrics=evaluated.outputs["evaluation_metrics"],
-        report=evaluated.outputs["report"],
+        **steps.outputs(data, trained),
+        classification_metrics=steps.evaluated.outputs["classification_metrics"],
     )

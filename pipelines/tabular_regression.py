@@ -10,12 +10,9 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Metrics, Model
 
 from batchpredict.kfp_artifacts import VertexBatchPredictionJob
-from components.collect_predictions import CollectPredictionsOp
 from components.dataset import DatasetOp
-from components.evaluate import EvaluateOp
-from components.model_batch_predict import ModelBatchPredictOp
-from components.prepare_instances import PrepareInstancesOp
 from components.train import TrainOp
+from pipelines._tabular import predict_and_evaluate
 
 PIPELINE_NAME = "tabular-regression"
 # xgb.train params for the diabetes data (num_boost_round sets the rounds). A constant, not a
@@ -81,47 +78,18 @@ def tabular_regression(
         hyperparameters=HYPERPARAMETERS,
         seed=seed,
     )
-    prepared = PrepareInstancesOp(
-        data=data.outputs["test_data"],
-        model=trained.outputs["model"],
+    steps = predict_and_evaluate(
+        job_display_name=PIPELINE_NAME,
+        data=data,
+        trained=trained,
         key_column=key_column,
         instances_format=instances_format,
         shards=shards,
         predictions_uri_prefix=predictions_uri_prefix,
-    )
-    predicted = ModelBatchPredictOp(
-        job_display_name=PIPELINE_NAME,
-        model=trained.outputs["model"],
-        instances_format=instances_format,
-        gcs_source_uris=prepared.outputs["gcs_source_uris"],
-        instance_type="array",
-        key_field=prepared.outputs["key_field"],
-        included_fields=prepared.outputs["included_fields"],
-        predictions_format="jsonl",
-        gcs_destination_output_uri_prefix=prepared.outputs["predictions_uri_prefix"],
         workers=workers,
-    )
-    collected = CollectPredictionsOp(
-        predictions=predicted.outputs["gcs_output_directory"],
-        ground_truth=data.outputs["test_data"],
-        model=trained.outputs["model"],
-        key_column=key_column,
-    )
-    evaluated = EvaluateOp(
-        predictions=collected.outputs["collected"],
+        return_probabilities=False,
         gate_metric="r2",
         gate_threshold=min_r2,
         title="Tabular regression: held-out batch predictions",
     )
-    return Outputs(
-        train_data=data.outputs["train_data"],
-        test_data=data.outputs["test_data"],
-        model=trained.outputs["model"],
-        instances=prepared.outputs["instances"],
-        batchpredictionjob=predicted.outputs["batchpredictionjob"],
-        predictions_directory=predicted.outputs["gcs_output_directory"],
-        collected=collected.outputs["collected"],
-        metrics=evaluated.outputs["metrics"],
-        evaluation_metrics=evaluated.outputs["evaluation_metrics"],
-        report=evaluated.outputs["report"],
-    )
+    return Outputs(**steps.outputs(data, trained))
