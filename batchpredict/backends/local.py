@@ -42,6 +42,8 @@ def build_source(spec: BatchPredictionJobSpec) -> Source:
 
 def build_destination(spec: BatchPredictionJobSpec, started: float) -> Destination:
     """The destination for the spec's output."""
+    import datetime as dt
+
     if spec.predictions_format == "bigquery":
         from batchpredict.io.bigquery import BigQueryDestination
 
@@ -49,9 +51,9 @@ def build_destination(spec: BatchPredictionJobSpec, started: float) -> Destinati
             spec.bigquery_destination_output_uri,
             model_display_name=spec.display_name_for_output,
             project=spec.project,
+            now=dt.datetime.fromtimestamp(started, dt.timezone.utc),
+            key_mode=bool(spec.key_field),
         )
-    import datetime as dt
-
     name = spec.output_directory_name or layout.output_directory_name(
         spec.display_name_for_output, dt.datetime.fromtimestamp(started, dt.timezone.utc)
     )
@@ -90,6 +92,8 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
     )
     splits = source.splits()
     destination = build_destination(spec, started)
+    if spec.instances_format == "bigquery" and spec.predictions_format == "bigquery":
+        destination.use_source_table(source)  # type: ignore[attr-defined]  # keep column types
     plan = JobPlan(
         source=source,
         destination=destination,

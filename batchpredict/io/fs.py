@@ -15,6 +15,10 @@ from batchpredict.errors import UserError
 GLOB_CHARS = "*?["
 # Vertex AI Pipelines mounts Cloud Storage at /gcs/<bucket>/... (Cloud Storage FUSE).
 GCS_FUSE_PREFIX = "/gcs/"
+GCS_SCHEMES = ("gs://", "gcs://")
+# Set to ``host:port`` (or a URL) to use a Cloud Storage emulator instead of Google's endpoint;
+# gcsfs and google-cloud-storage both honour it.
+STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
 
 def normalize_uri(uri: str) -> str:
@@ -24,9 +28,32 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 
+def gcs_uri(uri: str) -> str:
+    """Maps a ``/gcs/bucket/...`` path to ``gs://bucket/...``, mounted or not.
+
+    For output: a directory rename on a FUSE mount copies object by object, so output written
+    there would appear piecemeal; through ``gs://`` it is published as a whole (see sinks).
+    """
+    if uri.startswith(GCS_FUSE_PREFIX):
+        return "gs://" + uri[len(GCS_FUSE_PREFIX) :]
+    return uri
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem serving ``uri`` and the path within it."""
-    fs, path = fsspec.core.url_to_fs(normalize_uri(uri))
+    """The filesystem serving ``uri`` and the path within it.
+
+    ``gs://`` uses Application Default Credentials. Under a Cloud Storage emulator
+    (``STORAGE_EMULATOR_HOST``) it connects anonymously with gcsfs's core client: no credential
+    lookup, and no Storage Control API call to detect the bucket type, which an emulator does not
+    serve (gcsfs's default client waits 60 s for it per bucket).
+    """
+    uri = normalize_uri(uri)
+    if uri.startswith(GCS_SCHEMES) and os.environ.get(STORAGE_EMULATOR_ENV):
+        from gcsfs.core import GCSFileSystem
+
+        gcs = GCSFileSystem(token="anon")
+        return gcs, gcs._strip_protocol(uri)
+    fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
 
 
@@ -44,21 +71,71 @@ def expand_uris(uris: list[str]) -> list[str]:
     """Expands wildcards in ``uris``; each entry must match at least one file.
 
     Raises:
-        UserError: naming the URI that matched nothing.
+        UserError: naming the URI that matched nothing, or whose bucket is missing or forbidden.
     """
     files: list[str] = []
     for uri in uris:
         fs, path = filesystem(uri)
-        if any(c in path for c in GLOB_CHARS):
-            matches = sorted(p for p in fs.glob(path) if not fs.isdir(p))
-        else:
-            matches = [path] if fs.exists(path) and not fs.isdir(path) else []
+        try:
+            if any(c in path for c in GLOB_CHARS):
+                matches = sorted(p for p in fs.glob(path) if not fs.isdir(p))
+            else:
+                matches = [path] if fs.exists(path) and not fs.isdir(path) else []
+        except Exception as err:  # gcsfs raises OSError, HttpError, ValueError, auth errors
+            check_bucket(uri, "gcs_source_uris")
+            raise UserError(
+                f"Cannot list input {uri!r} (gcs_source_uris): {first_line(err)}"
+            ) from err
         if not matches:
+            check_bucket(uri, "gcs_source_uris")
             raise UserError(
                 f"No input file matches {uri!r}. Check the path and wildcard in gcs_source_uris."
             )
         files.extend(full_uri(fs, p) for p in matches)
     return files
+
+
+def is_remote(uri: str) -> bool:
+    """True for an object store URI (``gs://``, or ``/gcs/`` without a FUSE mount)."""
+    return _is_remote(filesystem(uri)[0])
+
+
+def check_bucket(uri: str, what: str) -> None:
+    """Checks that the bucket of a remote ``uri`` exists and can be read; local paths pass.
+
+    Args:
+        uri: the URI a user gave.
+        what: the input it came from, named in the message (e.g. ``gcs_source_uris``).
+
+    Raises:
+        UserError: the bucket does not exist, or access to it is denied.
+    """
+    fs, path = filesystem(uri)
+    if not _is_gcs(fs):
+        return
+    bucket = path.split("/", 1)[0]
+    try:  # one uncached objects.list call: needs only storage.objects.list, as reading does
+        fs.call("GET", "b/{}/o", bucket, maxResults=1, json_out=True)
+    except FileNotFoundError as err:
+        raise UserError(
+            f"The bucket of {uri!r} ({what}) does not exist: gs://{bucket}. Check the bucket name."
+        ) from err
+    except Exception as err:  # gcsfs: 403 -> OSError("Forbidden: ..."), 401 -> HttpError
+        raise UserError(
+            f"Cannot access the bucket of {uri!r} ({what}): {first_line(err)}. Check that the "
+            "credentials (Application Default Credentials) may read and write it."
+        ) from err
+
+
+def _is_gcs(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("gs", "gcs")
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (gcsfs appends the whole response body)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def open_file(uri: str, mode: str = "rb", **kwargs: Any):

@@ -8,6 +8,7 @@ exists before it is.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import uuid
@@ -21,6 +22,9 @@ import orjson
 from batchpredict import layout
 from batchpredict.errors import InstanceError, UserError
 from batchpredict.io import fs
+
+# Written and deleted under the temporary prefix before work starts, to check write access.
+REMOTE_PROBE_FILE = ".write-probe"
 
 
 def _json_default(value: Any) -> Any:
@@ -158,7 +162,7 @@ class DirectoryDestination(Destination):
 
     def __init__(self, prefix: str, dir_name: str, predictions_format: str, key_mode: bool) -> None:
         """Plans ``<prefix>/<dir_name>``; nothing is created until ``prepare``."""
-        self.prefix = fs.normalize_uri(prefix).rstrip("/")
+        self.prefix = fs.gcs_uri(prefix).rstrip("/")
         self.dir_name = dir_name
         self.predictions_format = predictions_format
         self.key_mode = key_mode
@@ -170,7 +174,10 @@ class DirectoryDestination(Destination):
         return fs.join(self.prefix, self.dir_name)
 
     def prepare(self) -> None:
-        """Creates the temporary directory."""
+        """Creates the temporary directory; on an object store, checks the bucket can be written."""
+        if fs.is_remote(self.tmp_uri):
+            self._check_remote_prefix()
+            return
         filesystem, path = fs.filesystem(self.tmp_uri)
         try:
             filesystem.makedirs(path, exist_ok=True)
@@ -197,6 +204,9 @@ class DirectoryDestination(Destination):
             f.write(layout.errors_stats_lines(errors_stats))
         with fs.open_file(fs.join(self.tmp_uri, layout.COMPLETION_STATS_FILE), "w") as f:
             f.write(json.dumps(completion_stats, indent=2) + "\n")
+        if fs.is_remote(self.tmp_uri):
+            self._publish_remote()
+            return
         filesystem, final = fs.filesystem(self.location)
         _, tmp = fs.filesystem(self.tmp_uri)
         if filesystem.exists(final):  # a fixed output_directory_name: replace the last run's
@@ -210,8 +220,56 @@ class DirectoryDestination(Destination):
     def abort(self) -> None:
         """Deletes the temporary directory."""
         filesystem, tmp = fs.filesystem(self.tmp_uri)
+        filesystem.invalidate_cache(tmp)  # workers wrote it: this process's listings are stale
         if filesystem.exists(tmp):
             filesystem.rm(tmp, recursive=True)
+
+    # Object stores (gs://) have no directory rename: a "move" copies object by object, so the
+    # output would appear piecemeal. Instead the shards stay under the hidden temporary prefix
+    # until the job is done; then they are copied (server side) into the final directory, results
+    # after the errors files, and completion_stats.json last as the commit marker.
+
+    def _check_remote_prefix(self) -> None:
+        """Fails early, naming the URI, when the bucket is missing or cannot be written."""
+        fs.check_bucket(self.prefix, "gcs_destination_output_uri_prefix")
+        probe = fs.join(self.tmp_uri, REMOTE_PROBE_FILE)
+        try:
+            with fs.open_file(probe, "wb") as f:
+                f.write(b"")
+            filesystem, path = fs.filesystem(probe)
+            filesystem.rm(path)
+        except Exception as err:  # gcsfs: 403 -> OSError("Forbidden: ..."), 401 -> HttpError
+            raise UserError(
+                f"Cannot write under gcs_destination_output_uri_prefix={self.prefix!r}: "
+                f"{fs.first_line(err)}. Check that the credentials may create objects there."
+            ) from err
+
+    def _publish_remote(self) -> None:
+        filesystem, tmp = fs.filesystem(self.tmp_uri)
+        _, final = fs.filesystem(self.location)
+        filesystem.invalidate_cache()
+        names = sorted(p.rsplit("/", 1)[-1] for p in filesystem.find(tmp))
+        if filesystem.exists(final):  # a fixed output_directory_name: replace the last run's
+            filesystem.rm(final, recursive=True)
+        results_prefix = f"prediction.{layout.RESULTS}-"
+        marker = layout.COMPLETION_STATS_FILE
+        groups = [
+            [n for n in names if not n.startswith(results_prefix) and n != marker],
+            [n for n in names if n.startswith(results_prefix)],
+            [n for n in names if n == marker],
+        ]
+        try:
+            for group in groups:
+                if group:
+                    sources = [f"{tmp}/{n}" for n in group]
+                    filesystem.copy(sources, [f"{final}/{n}" for n in group])
+        except BaseException:
+            with contextlib.suppress(Exception):  # leave nothing that looks like output
+                filesystem.rm(final, recursive=True)
+            self.abort()
+            raise
+        filesystem.rm(tmp, recursive=True)
+        filesystem.invalidate_cache()
 
 
 def _error_record(label: str, display: Any, err: InstanceError) -> str:
