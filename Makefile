@@ -10,7 +10,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[dev]"
 	touch $@
 
 ## run: the main job: the classification pipeline, locally (kfp.local), on embedded defaults
