@@ -46,7 +46,8 @@ class Converted:
         instances: what the model receives, in order.
         displays: the output's ``instance`` (or ``key``) for each instance, same order.
         failures: ``(display, error)`` for each record that could not be converted.
-        columns: the names of an array instance's values, when the source has them (tables).
+        columns: the names of an array instance's values, when known (tables; JSONL objects
+            turned into arrays by included_fields).
     """
 
     instances: list[Any] = field(default_factory=list)
@@ -60,6 +61,8 @@ def convert_json(values: list[Any], cfg: InstanceConfig) -> Converted:
     if cfg.passthrough:
         return Converted(instances=values, displays=values)
     out = Converted()
+    if cfg.instance_type == "array" and cfg.included_fields:  # arrays of these named values
+        out.columns = [f for f in cfg.included_fields if f != cfg.key_field]
     for value in values:
         try:
             instance, display = _convert_json_value(value, cfg)

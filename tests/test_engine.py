@@ -397,3 +397,25 @@ def test_a_worker_that_dies_fails_the_job_with_exit_13_and_no_output(tmp_path, m
         )
     assert info.value.exit_code == 13
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_csv_output_of_jsonl_objects_names_the_included_columns(tmp_path, sklearn_model_dir, iris):
+    X, _ = iris
+    names = ["a", "b", "c", "d"]
+    data = write_jsonl(tmp_path / "in.jsonl", [dict(zip(names, X[0].tolist()))])
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [data],
+            sklearn_model_dir,
+            instance_type="array",
+            included_fields=names,
+            predictions_format="csv",
+        )
+    )
+    header = (
+        Path(result.gcs_output_directory, "prediction.results-00000-of-00001.csv")
+        .read_text()
+        .splitlines()[0]
+    )
+    assert header == "a,b,c,d,prediction"

@@ -50,7 +50,12 @@ def gcs_model(bucket, sklearn_model_dir) -> str:
     return f"{bucket}/models/iris"
 
 
-def test_wildcards_model_and_output_on_gcs(bucket, gcs_model, sklearn_model, iris):
+def test_wildcards_model_and_output_on_gcs(
+    bucket, gcs_model, sklearn_model, iris, tmp_path, monkeypatch
+):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the model is staged
     X, _ = iris
     rows = X[:90].tolist()
     for i in range(3):
@@ -77,6 +82,7 @@ def test_wildcards_model_and_output_on_gcs(bucket, gcs_model, sklearn_model, iri
     stats = json.loads(gcs_read(f"{out}/completion_stats.json"))
     assert stats["successful_count"] == 90 and stats["read_count"] == 90
     assert gcs_read(f"{out}/prediction.errors_stats-00000-of-00001") == b""
+    assert list(tmp_path.glob("batchpredict-model-*")) == []  # the staged copy is removed
 
 
 def test_csv_with_key_to_parquet_on_gcs(bucket, gcs_model, sklearn_model, iris):

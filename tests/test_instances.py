@@ -191,3 +191,10 @@ def test_csv_quoted_empty_string_is_kept(tmp_path):
     path.write_text('s,x\n"",1\n')
     out = read_all(make_source("csv", [str(path)], InstanceConfig()))
     assert out.instances == [["", 1.0]]
+
+
+def test_jsonl_objects_as_arrays_name_their_values():
+    cfg = InstanceConfig(instance_type="array", key_field="id", included_fields=("id", "b", "a"))
+    out = convert_json([{"id": 1, "a": 2, "b": 3}], cfg)
+    assert out.instances == [[3, 2]]
+    assert out.columns == ["b", "a"]

@@ -109,6 +109,8 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
     except BaseException:
         destination.abort()
         raise
+    finally:
+        model.cleanup()
     if counts.successful + counts.failed != counts.read:  # never expected: fail loudly
         destination.abort()
         raise InternalError(

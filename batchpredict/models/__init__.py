@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
@@ -45,6 +46,12 @@ class ModelRef:
     source_uri: str
     return_probabilities: bool = False
     predictor_class: str = ""
+    staged: bool = False  # local_dir is a temporary copy of a remote directory
+
+    def cleanup(self) -> None:
+        """Deletes the temporary copy of a remote model directory."""
+        if self.staged:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
 
 
 class ModelHandler(ABC):
@@ -81,10 +88,12 @@ def resolve_model(
         UserError: the directory is missing, empty of known model files, or of a framework that
             does not run locally.
     """
-    local_dir = _stage(model_uri, staging_dir)
+    local_dir, staged = _stage(model_uri, staging_dir)
     files = set(os.listdir(local_dir))
     if predictor_class:
-        return ModelRef(local_dir, "custom", model_uri, return_probabilities, predictor_class)
+        return ModelRef(
+            local_dir, "custom", model_uri, return_probabilities, predictor_class, staged
+        )
     framework = next((n for frag, n in IMAGE_FRAMEWORKS.items() if frag in container_image_uri), "")
     if not framework:
         if files & set(XGBOOST_NATIVE_FILES):
@@ -105,10 +114,11 @@ def resolve_model(
             f"No model file in {model_uri!r} (found {sorted(files) or 'nothing'}); expected one of "
             f"{expected}, as Vertex's prebuilt containers load, or give predictor_class."
         )
-    return ModelRef(local_dir, framework, model_uri, return_probabilities)
+    return ModelRef(local_dir, framework, model_uri, return_probabilities, staged=staged)
 
 
-def _stage(model_uri: str, staging_dir: str | None) -> str:
+def _stage(model_uri: str, staging_dir: str | None) -> tuple[str, bool]:
+    """The model directory on local disk, and whether it is a temporary copy."""
     uri = fs.normalize_uri(model_uri)
     filesystem, path = fs.filesystem(uri)
     protocol = (
@@ -120,7 +130,7 @@ def _stage(model_uri: str, staging_dir: str | None) -> str:
                 f"Model directory {model_uri!r} does not exist or is not a directory; pass the "
                 "directory holding model.joblib / model.bst."
             )
-        return path
+        return path, False
     try:
         if not filesystem.isdir(path):
             raise UserError(f"Model directory {model_uri!r} does not exist.")
@@ -130,7 +140,7 @@ def _stage(model_uri: str, staging_dir: str | None) -> str:
         raise
     except Exception as err:  # gcsfs raises many kinds; name the URI
         raise UserError(f"Cannot read model directory {model_uri!r}: {err}") from err
-    return target
+    return target, True
 
 
 def load_handler(ref: ModelRef) -> ModelHandler:
