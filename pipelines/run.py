@@ -16,8 +16,10 @@ import argparse
 import importlib
 import json
 import os
+import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,8 +92,16 @@ def run_pipeline(
     """
     from kfp import local
 
-    from batchpredict.image import docker_runner
+    from batchpredict.image import component_image, docker_runner
 
+    if runner == "subprocess":
+        # kfp.local warns for every step whose image name lacks "python"; our steps run in this
+        # environment, which has the image's own packages installed, so the warning is noise.
+        warnings.filterwarnings(
+            "ignore",
+            message=f'.*custom or non-Python base image "{re.escape(component_image())}"',
+            category=RuntimeWarning,
+        )
     if runner not in RUNNERS:
         raise SystemExit(f"Unknown runner {runner!r}; expected one of {', '.join(RUNNERS)}.")
     pipeline = load_pipeline(name)
