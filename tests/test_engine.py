@@ -419,3 +419,41 @@ def test_csv_output_of_jsonl_objects_names_the_included_columns(tmp_path, sklear
         .splitlines()[0]
     )
     assert header == "a,b,c,d,prediction"
+
+
+def test_a_real_cpr_predictor_subclass_runs_unchanged(
+    tmp_path, sklearn_model_dir, sklearn_model, iris
+):
+    """A Predictor written for Vertex's CPR model server, artifacts copied into its cwd."""
+    module = tmp_path / "cpr_predictor.py"
+    module.write_text(
+        "import joblib, numpy as np\n"
+        "from google.cloud.aiplatform.prediction.predictor import Predictor\n"
+        "from google.cloud.aiplatform.utils import prediction_utils\n"
+        "class IrisPredictor(Predictor):\n"
+        "    def load(self, artifacts_uri):\n"
+        "        prediction_utils.download_model_artifacts(artifacts_uri)\n"
+        "        self._model = joblib.load('model.joblib')\n"
+        "    def preprocess(self, prediction_input):\n"
+        "        self._scale = prediction_input.get('parameters', {}).get('scale', 1)\n"
+        "        return np.asarray(prediction_input['instances'])\n"
+        "    def predict(self, instances):\n"
+        "        return self._model.predict_proba(instances)\n"
+        "    def postprocess(self, results):\n"
+        "        scaled = [(r * self._scale).tolist() for r in results]\n"
+        "        return {'predictions': [{'scores': s} for s in scaled]}\n"
+    )
+    X, _ = iris
+    data = write_jsonl(tmp_path / "in.jsonl", X[:6].tolist())
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [data],
+            sklearn_model_dir,
+            predictor_class=f"{module}:IrisPredictor",
+            model_parameters={"scale": 2},
+        )
+    )
+    got = [r["prediction"]["scores"] for r in read_output(result.gcs_output_directory)["results"]]
+    np.testing.assert_allclose(got, sklearn_model.predict_proba(X[:6]) * 2, rtol=1e-12)
+    assert result.stats["model_framework"] == "custom"
