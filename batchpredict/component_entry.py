@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Protocol
+from typing import Any
 
+from batchpredict.artifacts import ArtifactLike
 from batchpredict.backends import run_batch_prediction
 from batchpredict.errors import UserError
 from batchpredict.kfp_outputs import ArtifactOut, component_outputs
@@ -20,13 +21,6 @@ from batchpredict.spec import BatchPredictionJobSpec
 LOCAL_RESOURCE_TYPE = "LocalBatchPredictionJob"
 
 log = logging.getLogger(__name__)
-
-
-class ArtifactLike(Protocol):
-    """The part of a KFP artifact this module uses."""
-
-    uri: str
-    metadata: dict[str, Any]
 
 
 def model_batch_predict(

@@ -12,7 +12,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -22,18 +22,6 @@ from batchpredict.errors import UserError
 
 PARQUET_MAGIC = b"PAR1"
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
-
-
-class ArtifactLike(Protocol):
-    """The part of a KFP artifact the tasks use."""
-
-    uri: str
-    metadata: dict[str, Any]
-
-    @property
-    def path(self) -> str:
-        """The local path of the artifact (``/gcs/...`` for ``gs://`` on Vertex)."""
-        ...
 
 
 def _fs(path: str):

@@ -33,8 +33,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import ArtifactLike, read_table, write_csv, write_json, write_parquet
+from batchpredict.tasks._io import read_table, write_csv, write_json, write_parquet
 from batchpredict.tasks.dataset import CLASSIFICATION, PROBLEM_TYPES, REGRESSION
 from batchpredict.tasks.prepare import ensure_key_column
 

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import ArtifactLike, read_table, table_schema, write_parquet
+from batchpredict.tasks._io import read_table, table_schema, write_parquet
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"

@@ -22,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import ArtifactLike, read_table, write_json, write_text
+from batchpredict.tasks._io import read_table, write_json, write_text
 from batchpredict.tasks.collect import PREDICTED_COLUMN, SCORE_PREFIX, normalize_key
 from batchpredict.tasks.dataset import CLASSIFICATION, PROBLEM_TYPES, REGRESSION
 

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import ArtifactLike, atomic_path, read_table, write_csv, write_parquet
+from batchpredict.tasks._io import atomic_path, read_table, write_csv, write_parquet
 
 INSTANCES_FORMATS = ("jsonl", "csv", "parquet")
 FILE_EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import ArtifactLike, read_table
+from batchpredict.tasks._io import read_table
 from batchpredict.tasks.dataset import CLASSIFICATION, PROBLEM_TYPES, REGRESSION, infer_problem_type
 
 SKLEARN = "sklearn"
