@@ -145,8 +145,8 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         resource_name=f"local://{location}",
         resource_uri=location,
         gcs_output_directory=location if spec.gcs_destination_output_uri_prefix else "",
-        bigquery_output_dataset=getattr(destination, "dataset_uri", ""),
-        bigquery_output_table=getattr(destination, "table_name", ""),
+        bigquery_output_dataset=destination.dataset_uri,
+        bigquery_output_table=destination.table_name,
         completion_stats=completion,
         stats=stats,
     )

@@ -299,13 +299,7 @@ def _wait(client: Any, name: str, knobs: _Knobs, sigterm: _SigtermWatch) -> Any:
     while True:
         if sigterm.received:
             _cancel(client, name, knobs)
-        job = _call(
-            lambda: client.get_batch_prediction_job(
-                name=name, retry=None, timeout=RPC_TIMEOUT_SECONDS
-            ),
-            f"get {name}",
-            knobs,
-        )
+        job = _get_job(client, name, knobs)
         state = job.state.name
         if state in TERMINAL_STATES:
             log.info("%s ended in %s.", name, state)
@@ -314,6 +308,15 @@ def _wait(client: Any, name: str, knobs: _Knobs, sigterm: _SigtermWatch) -> Any:
             log.info("%s is %s; polling every %ss.", name, state, knobs.poll_interval)
             last_state = state
         sigterm.sleep(knobs.poll_interval)
+
+
+def _get_job(client: Any, name: str, knobs: _Knobs) -> Any:
+    """The job resource ``name``, with the loop's retries."""
+    return _call(
+        lambda: client.get_batch_prediction_job(name=name, retry=None, timeout=RPC_TIMEOUT_SECONDS),
+        f"get {name}",
+        knobs,
+    )
 
 
 def _cancel(client: Any, name: str, knobs: _Knobs) -> None:
@@ -328,13 +331,7 @@ def _cancel(client: Any, name: str, knobs: _Knobs) -> None:
             f"cancel {name}",
             knobs,
         )
-        job = _call(
-            lambda: client.get_batch_prediction_job(
-                name=name, retry=None, timeout=RPC_TIMEOUT_SECONDS
-            ),
-            f"get {name}",
-            knobs,
-        )
+        job = _get_job(client, name, knobs)
         state = job.state.name
     except (UserError, InternalError) as err:
         raise InternalError(

@@ -156,6 +156,16 @@ class Destination(ABC):
     def location(self) -> str:
         """The final output location (directory URI)."""
 
+    @property
+    def dataset_uri(self) -> str:
+        """``bq://project.dataset`` of BigQuery output; empty for other destinations."""
+        return ""
+
+    @property
+    def table_name(self) -> str:
+        """The predictions table of BigQuery output; empty for other destinations."""
+        return ""
+
 
 class DirectoryDestination(Destination):
     """``gcs_destination_output_uri_prefix``: a directory on any fsspec filesystem."""
