@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchpredict.errors import (
-    CODE_INTERNAL,
-    CODE_INVALID_ARGUMENT,
     BatchPredictError,
     InstanceError,
     InternalError,
@@ -32,7 +30,7 @@ from batchpredict.errors import (
 )
 from batchpredict.io.sinks import Destination, ShardWriter
 from batchpredict.io.sources import Source, Split
-from batchpredict.models import ModelHandler, ModelRef, load_handler
+from batchpredict.models import ModelHandler, ModelRef, handler_class, load_handler
 from batchpredict.progress import Progress
 
 # Worker processes are forked when this process runs no other thread: fast, and the model loaded
@@ -44,9 +42,6 @@ MAX_DISTINCT_ERRORS = 1000
 OTHER_ERRORS_MESSAGE = "Other errors (more distinct messages than errors_stats keeps)"
 # How long the main process waits for worker messages before checking that workers are alive.
 POLL_SECONDS = 0.5
-# Exceptions from a model's predict that mean the instance is bad input (code 3), not a model
-# failure (code 13): sklearn and numpy raise these for wrong arity and non-numeric values.
-BAD_INPUT_EXCEPTIONS = (ValueError, TypeError, KeyError, IndexError)
 
 
 @dataclass
@@ -115,18 +110,18 @@ def predict_isolated(
         return displays, predictions, []
     except Exception as err:
         if len(instances) == 1:
-            return [], [], [(displays[0], _instance_error(err))]
+            return [], [], [(displays[0], _instance_error(handler, err))]
         mid = len(instances) // 2
         d1, p1, f1 = predict_isolated(handler, instances[:mid], displays[:mid], parameters)
         d2, p2, f2 = predict_isolated(handler, instances[mid:], displays[mid:], parameters)
         return d1 + d2, p1 + p2, f1 + f2
 
 
-def _instance_error(err: Exception) -> InstanceError:
+def _instance_error(handler: ModelHandler, err: Exception) -> InstanceError:
+    """The error record of an isolated failure; the handler tells bad input (3) from model (13)."""
     if isinstance(err, InstanceError):
         return err
-    code = CODE_INVALID_ARGUMENT if isinstance(err, BAD_INPUT_EXCEPTIONS) else CODE_INTERNAL
-    return InstanceError(f"{type(err).__name__}: {err}", code)
+    return InstanceError(f"{type(err).__name__}: {err}", handler.classify_error(err))
 
 
 def process_split(
@@ -167,16 +162,20 @@ def _run_worker(
     report: Callable,
     handler: ModelHandler | None = None,
 ) -> Counts:
-    handler = handler or load_handler(plan.model)
-    if plan.workers > 1:
+    if handler is None:
+        handler = load_handler(plan.model, single_thread=plan.workers > 1)
+    elif plan.workers > 1:
         handler.limit_threads()
-    writer = plan.destination.shard_writer(index, plan.workers)
-    counts = Counts(framework=handler.framework)
     try:
-        while (split := next_split()) is not None:
-            process_split(plan, handler, writer, split, counts, report)
+        writer = plan.destination.shard_writer(index, plan.workers)
+        counts = Counts(framework=handler.framework)
+        try:
+            while (split := next_split()) is not None:
+                process_split(plan, handler, writer, split, counts, report)
+        finally:
+            writer.close()
     finally:
-        writer.close()
+        handler.close()
     return counts
 
 
@@ -205,13 +204,20 @@ def run_plan(plan: JobPlan, progress: Progress) -> Counts:
         return _run_worker(plan, 0, lambda: pending.pop(0) if pending else None, progress.update)
     global _inherited_handler
     method = _start_method()
-    if method == "fork":
+    handler_cls = handler_class(plan.model)
+    if method == "fork" and not handler_cls.can_fork_workers():
+        method = "spawn"
+    if method == "fork" and handler_cls.share_with_forked_workers:
         _inherited_handler = load_handler(plan.model)
         if threading.active_count() > 1:  # loading the model started threads: fork is unsafe
-            method, _inherited_handler = "spawn", None
+            method = "spawn"
+            _inherited_handler.close()
+            _inherited_handler = None
     try:
         return _run_processes(plan, progress, mp.get_context(method))
     finally:
+        if _inherited_handler is not None:
+            _inherited_handler.close()
         _inherited_handler = None
 
 

@@ -295,14 +295,18 @@ def test_sklearn_pkl_and_return_probabilities(tmp_path, sklearn_model, iris):
 
 def test_image_uri_picks_the_framework(tmp_path, sklearn_model_dir):
     data = write_jsonl(tmp_path / "in.jsonl", [[1, 2, 3, 4]])
-    with pytest.raises(UserError, match="TensorFlow SavedModel model, which the local backend"):
+    tf_image = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest"
+    with pytest.raises(UserError, match="is a TensorFlow SavedModel image, but the model") as err:
         run_batch_prediction(
-            spec(
-                tmp_path,
-                [data],
-                sklearn_model_dir,
-                container_image_uri="us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest",
-            )
+            spec(tmp_path, [data], sklearn_model_dir, container_image_uri=tf_image)
+        )
+    assert "saved_model.pb" in str(err.value) and "model.joblib" in str(err.value)
+    torch_image = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-1:latest"
+    with pytest.raises(
+        UserError, match="PyTorch TorchServe archive model, which the local backend"
+    ):
+        run_batch_prediction(
+            spec(tmp_path, [data], sklearn_model_dir, container_image_uri=torch_image)
         )
 
 

@@ -1,78 +1,114 @@
-"""Model handlers: one per framework, with the predict semantics of Vertex's prebuilt containers.
+"""Model handlers: one per framework, with the predict semantics of Vertex's serving containers.
 
-A handler loads a model directory once per worker and predicts a batch of instances at a time
-(``predict(instances, parameters) -> predictions``, one per instance, in order). The framework is
-chosen once, from the artifact's files or the serving image URI, never per batch.
+``FRAMEWORKS`` is the one table of frameworks: the files that mark a model directory, the serving
+image name fragments that choose it, the handler that runs it and the extra to install. Model
+resolution and handler loading read the table; adding a framework is one module (a
+``ModelHandler`` subclass in ``batchpredict/models/``), one row here and its tests. The framework
+is chosen once, from the serving image URI or the directory's files, never per batch.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-import pickle
-import shutil
-import sys
 import tempfile
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
 
 from batchpredict.errors import UserError
 from batchpredict.io import fs
+from batchpredict.models.base import ModelHandler, ModelRef
+from batchpredict.models.cpr import CustomPredictorHandler, import_predictor_class
+from batchpredict.models.sklearn import MODEL_FILES as SKLEARN_FILES
+from batchpredict.models.sklearn import SklearnHandler
+from batchpredict.models.tensorflow import SAVED_MODEL_FILES, TensorFlowHandler
+from batchpredict.models.xgboost import NATIVE_FILES as XGBOOST_NATIVE_FILES
+from batchpredict.models.xgboost import XGBoostHandler
 
-SKLEARN_FILES = ("model.joblib", "model.pkl")
-XGBOOST_NATIVE_FILES = ("model.bst", "model.json", "model.ubj")
-UNSUPPORTED_FILES = {
-    "saved_model.pb": "TensorFlow SavedModel",
-    "model.mar": "PyTorch TorchServe archive",
-}
-# Serving image name fragments of Vertex's prebuilt prediction containers.
-IMAGE_FRAMEWORKS = {
-    "/sklearn-": "sklearn",
-    "/xgboost-": "xgboost",
-    "/tf2-": "TensorFlow SavedModel",
-    "/tf-": "TensorFlow SavedModel",
-    "/pytorch-": "PyTorch TorchServe archive",
-}
+__all__ = [
+    "FRAMEWORKS",
+    "Framework",
+    "ModelHandler",
+    "ModelRef",
+    "framework",
+    "handler_class",
+    "import_predictor_class",
+    "load_handler",
+    "resolve_model",
+]
+
+# The framework of a Custom Prediction Routine, chosen by predictor_class alone.
+CUSTOM = "custom"
 
 
 @dataclass(frozen=True)
-class ModelRef:
-    """A resolved model: where it is on local disk and how to run it."""
+class Framework:
+    """One row of the framework table."""
 
-    local_dir: str
-    framework: str  # sklearn | xgboost | custom
-    source_uri: str
-    return_probabilities: bool = False
-    predictor_class: str = ""
-    staged: bool = False  # local_dir is a temporary copy of a remote directory
+    name: str  # ModelRef.framework and completion_stats' model_framework
+    title: str  # for people: "TensorFlow SavedModel"
+    marker_files: tuple[str, ...]  # any of these in a model directory chooses this framework
+    image_fragments: tuple[str, ...]  # any of these in the serving image URI chooses it
+    handler: type[ModelHandler] | None  # None: recognised, but not run locally (yet)
+    model_files: tuple[str, ...] = ()  # files it loads when the image chose it (default: markers)
+    extra: str = ""  # pip extra that installs the framework: batchpredict[<extra>]
 
-    def cleanup(self) -> None:
-        """Deletes the temporary copy of a remote model directory."""
-        if self.staged:
-            shutil.rmtree(self.local_dir, ignore_errors=True)
+    @property
+    def loads(self) -> tuple[str, ...]:
+        """The files this framework's handler can load."""
+        return self.model_files or self.marker_files
 
 
-class ModelHandler(ABC):
-    """Loads a model and predicts batches of instances."""
+# Order matters for directories: a native XGBoost file wins over a pickle (a pickled XGBoost model
+# is recognised on load, see SklearnHandler.specialize).
+FRAMEWORKS: tuple[Framework, ...] = (
+    Framework(
+        "xgboost",
+        "XGBoost",
+        XGBOOST_NATIVE_FILES,
+        ("/xgboost-",),
+        XGBoostHandler,
+        model_files=XGBOOST_NATIVE_FILES + SKLEARN_FILES,
+    ),
+    Framework("sklearn", "scikit-learn", SKLEARN_FILES, ("/sklearn-",), SklearnHandler),
+    Framework(
+        "tensorflow",
+        "TensorFlow SavedModel",
+        SAVED_MODEL_FILES,
+        ("/tf2-", "/tf-"),
+        TensorFlowHandler,
+        extra="tf",
+    ),
+    Framework("pytorch", "PyTorch TorchServe archive", ("model.mar",), ("/pytorch-",), None),
+    Framework(CUSTOM, "Custom Prediction Routine", (), (), CustomPredictorHandler),
+)
 
-    framework = ""
 
-    def __init__(self, ref: ModelRef) -> None:
-        """Keeps the reference; nothing is loaded until ``load``."""
-        self.ref = ref
+def framework(name: str) -> Framework:
+    """The table row named ``name``."""
+    for row in FRAMEWORKS:
+        if row.name == name:
+            return row
+    raise KeyError(f"No framework {name!r}; known: {[f.name for f in FRAMEWORKS]}")
 
-    @abstractmethod
-    def load(self) -> None:
-        """Loads the model (once per worker)."""
 
-    @abstractmethod
-    def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        """One JSON-ready prediction per instance, in order."""
+def handler_class(ref: ModelRef) -> type[ModelHandler]:
+    """The handler class that runs ``ref`` (before it is loaded)."""
+    handler = framework(ref.framework).handler
+    if handler is None:  # resolve_model never returns such a ref
+        raise UserError(f"The {ref.framework} framework does not run locally.")
+    return handler
 
-    def limit_threads(self) -> None:  # noqa: B027 - optional hook
-        """Keeps the framework to one thread (several worker processes share the cores)."""
+
+def supported_frameworks() -> str:
+    """Every framework that runs locally and what chooses it, for error messages."""
+    parts = []
+    for row in FRAMEWORKS:
+        if row.handler is None:
+            continue
+        if row.name == CUSTOM:
+            parts.append(f"{row.title} (predictor_class='module:Class')")
+        else:
+            parts.append(f"{row.title} ({', '.join(row.marker_files)})")
+    return "; ".join(parts)
 
 
 def resolve_model(
@@ -84,37 +120,44 @@ def resolve_model(
 ) -> ModelRef:
     """Finds the model directory's framework and stages a remote directory to local disk.
 
+    The framework is, in order: a Custom Prediction Routine when ``predictor_class`` is given;
+    the framework whose serving image fragment is in ``container_image_uri``; the first framework
+    whose marker file is in the directory.
+
     Raises:
-        UserError: the directory is missing, empty of known model files, or of a framework that
-            does not run locally.
+        UserError: the directory is missing, holds no file the chosen framework loads, or is of a
+            framework that does not run locally; the message names what each framework needs.
     """
     local_dir, staged = _stage(model_uri, staging_dir)
     files = set(os.listdir(local_dir))
     if predictor_class:
-        return ModelRef(
-            local_dir, "custom", model_uri, return_probabilities, predictor_class, staged
-        )
-    framework = next((n for frag, n in IMAGE_FRAMEWORKS.items() if frag in container_image_uri), "")
-    if not framework:
-        if files & set(XGBOOST_NATIVE_FILES):
-            framework = "xgboost"
-        elif files & set(SKLEARN_FILES):
-            framework = "sklearn"  # refined on load: a pickled XGBoost model runs as XGBoost
-        else:
-            framework = next((what for f, what in UNSUPPORTED_FILES.items() if f in files), "")
-    if framework and framework not in ("sklearn", "xgboost"):
+        return ModelRef(local_dir, CUSTOM, model_uri, return_probabilities, predictor_class, staged)
+    chosen = next(
+        (f for f in FRAMEWORKS if any(frag in container_image_uri for frag in f.image_fragments)),
+        None,
+    )
+    if chosen is not None and not files & set(chosen.loads) and chosen.handler is not None:
         raise UserError(
-            f"The model at {model_uri!r} is a {framework} model, which the local backend does not "
-            "run yet. Use backend='vertex', or wrap it in a Custom Prediction Routine Predictor "
-            "(predictor_class='module:Class')."
+            f"The serving image {container_image_uri!r} is a {chosen.title} image, but the model "
+            f"directory {model_uri!r} holds none of {list(chosen.loads)} (found "
+            f"{sorted(files) or 'nothing'}). Point model_uri at the directory with the model "
+            "file, or give the image of the model's framework."
         )
-    if not framework:
-        expected = ", ".join(SKLEARN_FILES + XGBOOST_NATIVE_FILES)
+    if chosen is None:
+        chosen = next((f for f in FRAMEWORKS if files & set(f.marker_files)), None)
+    if chosen is None:
         raise UserError(
-            f"No model file in {model_uri!r} (found {sorted(files) or 'nothing'}); expected one of "
-            f"{expected}, as Vertex's prebuilt containers load, or give predictor_class."
+            f"No model file in {model_uri!r} (found {sorted(files) or 'nothing'}). The local "
+            f"backend runs: {supported_frameworks()}; the same files Vertex's prebuilt "
+            "containers load."
         )
-    return ModelRef(local_dir, framework, model_uri, return_probabilities, staged=staged)
+    if chosen.handler is None:
+        raise UserError(
+            f"The model at {model_uri!r} is a {chosen.title} model, which the local backend does "
+            "not run yet. Use backend='vertex', or wrap it in a Custom Prediction Routine "
+            f"Predictor (predictor_class='module:Class'). Runs locally: {supported_frameworks()}."
+        )
+    return ModelRef(local_dir, chosen.name, model_uri, return_probabilities, staged=staged)
 
 
 def _stage(model_uri: str, staging_dir: str | None) -> tuple[str, bool]:
@@ -128,7 +171,7 @@ def _stage(model_uri: str, staging_dir: str | None) -> tuple[str, bool]:
         if not os.path.isdir(path):
             raise UserError(
                 f"Model directory {model_uri!r} does not exist or is not a directory; pass the "
-                "directory holding model.joblib / model.bst."
+                "directory holding the model file (model.joblib, model.bst, saved_model.pb, ...)."
             )
         return path, False
     try:
@@ -143,20 +186,18 @@ def _stage(model_uri: str, staging_dir: str | None) -> tuple[str, bool]:
     return target, True
 
 
-def load_handler(ref: ModelRef) -> ModelHandler:
-    """A loaded handler for ``ref``.
+def load_handler(ref: ModelRef, single_thread: bool = False) -> ModelHandler:
+    """A loaded handler for ``ref``; ``single_thread`` when several workers share the cores.
 
     Raises:
-        UserError: the model file cannot be loaded (named, with the cause).
+        UserError: the model cannot be loaded (named, with the cause).
     """
-    if ref.framework == "custom":
-        handler: ModelHandler = CustomPredictorHandler(ref)
-    elif ref.framework == "xgboost":
-        handler = XGBoostHandler(ref)
-    else:
-        handler = SklearnHandler(ref)
+    handler = handler_class(ref)(ref)
+    if single_thread:
+        handler.limit_threads()
     try:
         handler.load()
+        specialized = handler.specialize()
     except UserError:
         raise
     except Exception as err:
@@ -164,181 +205,6 @@ def load_handler(ref: ModelRef) -> ModelHandler:
             f"Cannot load the {ref.framework} model from {ref.source_uri!r}: "
             f"{type(err).__name__}: {err}"
         ) from err
-    if isinstance(handler, SklearnHandler) and _is_xgboost(handler.model):
-        handler = XGBoostHandler(ref, preloaded=handler.model)
-        handler.load()
-    return handler
-
-
-def _load_pickled(local_dir: str, names: tuple[str, ...]) -> Any:
-    for name in names:
-        path = os.path.join(local_dir, name)
-        if os.path.exists(path):
-            if name.endswith(".joblib"):
-                import joblib
-
-                return joblib.load(path)
-            with open(path, "rb") as f:
-                return pickle.load(f)
-    raise UserError(f"None of {list(names)} in {local_dir!r}.")
-
-
-def _is_xgboost(model: Any) -> bool:
-    return type(model).__module__.split(".")[0] == "xgboost"
-
-
-def _tolist(values: Any) -> list[Any]:
-    return values.tolist() if hasattr(values, "tolist") else list(values)
-
-
-class SklearnHandler(ModelHandler):
-    """Vertex's sklearn container: ``model.predict(np.asarray(instances))``.
-
-    ``return_probabilities`` uses ``predict_proba`` instead, for classifiers.
-    """
-
-    framework = "sklearn"
-
-    def load(self) -> None:
-        """Loads model.joblib, else model.pkl."""
-        self.model = _load_pickled(self.ref.local_dir, SKLEARN_FILES)
-        self.use_proba = self.ref.return_probabilities
-        if self.use_proba and not hasattr(self.model, "predict_proba"):
-            raise UserError(
-                f"return_probabilities=True, but {type(self.model).__name__} has no "
-                "predict_proba; set it to False for this model."
-            )
-
-    def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        """Predicts labels (or class probabilities)."""
-        import numpy as np
-
-        array = np.asarray(instances)
-        if self.use_proba:
-            return _tolist(self.model.predict_proba(array))
-        return _tolist(self.model.predict(array))
-
-    def limit_threads(self) -> None:
-        """One OpenMP/BLAS thread per worker process."""
-        from threadpoolctl import threadpool_limits
-
-        self._limits = threadpool_limits(1)
-
-
-class XGBoostHandler(ModelHandler):
-    """Vertex's XGBoost container: ``booster.predict(xgb.DMatrix(instances))``.
-
-    Loads model.bst (also model.json / model.ubj), else model.joblib / model.pkl; a pickled
-    scikit-learn-API model runs through its booster, so output matches model.bst's.
-    """
-
-    framework = "xgboost"
-
-    def __init__(self, ref: ModelRef, preloaded: Any = None) -> None:
-        """``preloaded``: an already unpickled XGBoost model."""
-        super().__init__(ref)
-        self._preloaded = preloaded
-
-    def load(self) -> None:
-        """Loads the booster."""
-        import xgboost as xgb
-
-        model = self._preloaded
-        if model is None:
-            for name in XGBOOST_NATIVE_FILES:
-                path = os.path.join(self.ref.local_dir, name)
-                if os.path.exists(path):
-                    # From bytes, the format (JSON, UBJSON) is read from the content: a
-                    # model.bst of either kind loads without XGBoost guessing from the name.
-                    model = xgb.Booster()
-                    with open(path, "rb") as f:
-                        model.load_model(bytearray(f.read()))
-                    break
-        if model is None:
-            model = _load_pickled(self.ref.local_dir, SKLEARN_FILES)
-        self.sk_model = model if isinstance(model, xgb.XGBModel) else None
-        # A raw booster's output is what its objective gives (probabilities for binary:logistic
-        # and multi:softprob), so return_probabilities only changes scikit-learn-API models.
-        self.booster = model.get_booster() if isinstance(model, xgb.XGBModel) else model
-
-    def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        """Predicts through a DMatrix."""
-        import numpy as np
-        import xgboost as xgb
-
-        array = np.asarray(instances, dtype=np.float32)
-        if self.ref.return_probabilities and self.sk_model is not None:
-            return _tolist(self.sk_model.predict_proba(array))
-        return _tolist(self.booster.predict(xgb.DMatrix(array)))
-
-    def limit_threads(self) -> None:
-        """One thread per worker process."""
-        self.booster.set_param({"nthread": 1})
-
-
-class CustomPredictorHandler(ModelHandler):
-    """A Custom Prediction Routine ``Predictor`` (google.cloud.aiplatform.prediction), unchanged.
-
-    Per batch, as Vertex's CPR model server: ``postprocess(predict(preprocess(body)))`` with
-    ``body = {"instances": [...], "parameters": {...}}`` (parameters only when given).
-    """
-
-    framework = "custom"
-
-    def load(self) -> None:
-        """Imports the class and calls ``load(artifacts_uri)`` in a fresh working directory."""
-        cls = import_predictor_class(self.ref.predictor_class)
-        self.predictor = cls()
-        # CPR predictors often copy artifacts into the working directory
-        # (prediction_utils.download_model_artifacts); give them their own.
-        workdir = tempfile.mkdtemp(prefix="batchpredict-cpr-")
-        previous = os.getcwd()
-        os.chdir(workdir)
-        try:
-            self.predictor.load(self.ref.local_dir)
-        finally:
-            os.chdir(previous)
-
-    def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        """Runs the predictor's three steps on one request body."""
-        body: dict[str, Any] = {"instances": instances}
-        if parameters:
-            body["parameters"] = parameters
-        p = self.predictor
-        result = p.postprocess(p.predict(p.preprocess(body)))
-        if isinstance(result, dict) and "predictions" in result:
-            result = result["predictions"]
-        predictions = _tolist(result)
-        if len(predictions) != len(instances):
-            raise ValueError(
-                f"{self.ref.predictor_class} returned {len(predictions)} predictions for "
-                f"{len(instances)} instances; postprocess must return one per instance."
-            )
-        return predictions
-
-
-def import_predictor_class(spec: str) -> type:
-    """Imports ``module:Class`` or ``path/to/file.py:Class``.
-
-    Raises:
-        UserError: the format is wrong or the class cannot be imported.
-    """
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise UserError(
-            f"predictor_class must be 'module:Class' or 'path/to/file.py:Class'; got {spec!r}."
-        )
-    try:
-        if module_name.endswith(".py"):
-            name = "batchpredict_user_predictor"
-            loader_spec = importlib.util.spec_from_file_location(name, module_name)
-            if loader_spec is None or loader_spec.loader is None:
-                raise ImportError(f"cannot load {module_name}")
-            module = importlib.util.module_from_spec(loader_spec)
-            sys.modules[name] = module
-            loader_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-        return getattr(module, class_name)
-    except (ImportError, AttributeError, OSError) as err:
-        raise UserError(f"Cannot import predictor_class {spec!r}: {err}") from err
+    if specialized is not handler and single_thread:
+        specialized.limit_threads()
+    return specialized

@@ -1,0 +1,94 @@
+"""The model reference and the handler interface every framework implements.
+
+A handler loads a model directory once per worker and predicts a batch of instances at a time
+(``predict(instances, parameters) -> predictions``, one per instance, in order). The engine owns
+batching, workers and failure isolation; a handler only answers the questions the engine asks
+through the hooks below.
+"""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from batchpredict.errors import CODE_INTERNAL, CODE_INVALID_ARGUMENT
+
+# Exceptions that mean "this instance is bad input" (code 3) for Python-level frameworks: NumPy and
+# scikit-learn raise these for wrong arity and non-numeric values. Anything else is code 13.
+BAD_INPUT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: where it is on local disk and how to run it."""
+
+    local_dir: str
+    framework: str  # a name from the framework table (batchpredict.models.FRAMEWORKS)
+    source_uri: str
+    return_probabilities: bool = False
+    predictor_class: str = ""
+    staged: bool = False  # local_dir is a temporary copy of a remote directory
+
+    def cleanup(self) -> None:
+        """Deletes the temporary copy of a remote model directory."""
+        if self.staged:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
+
+
+class ModelHandler(ABC):
+    """Loads a model and predicts batches of instances.
+
+    Hooks the engine calls, in order: ``limit_threads`` (when several workers share the cores; may
+    come before or after ``load``), ``load`` (once per worker, or once in the main process when
+    ``share_with_forked_workers``), ``predict`` per batch, ``classify_error`` for each isolated
+    failure, ``close`` when the worker ends.
+    """
+
+    framework = ""
+    # Whether a model loaded in the main process may be inherited by forked worker processes
+    # (copy-on-write). False for runtimes with native thread pools (TensorFlow): each worker then
+    # loads its own copy.
+    share_with_forked_workers = True
+
+    def __init__(self, ref: ModelRef) -> None:
+        """Keeps the reference; nothing is loaded until ``load``."""
+        self.ref = ref
+
+    @abstractmethod
+    def load(self) -> None:
+        """Loads the model (once per worker)."""
+
+    @abstractmethod
+    def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        """One JSON-ready prediction per instance, in order."""
+
+    def classify_error(self, err: BaseException) -> int:
+        """The error record code of a failed prediction: 3 (bad instance) or 13 (model error)."""
+        return CODE_INVALID_ARGUMENT if isinstance(err, BAD_INPUT_EXCEPTIONS) else CODE_INTERNAL
+
+    def limit_threads(self) -> None:  # noqa: B027 - optional hook
+        """Keeps the framework to one thread (several worker processes share the cores)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases what ``load`` acquired; called once when the worker ends."""
+
+    def specialize(self) -> ModelHandler:
+        """After ``load``: the handler that should run this model (default: this one)."""
+        return self
+
+    @classmethod
+    def can_fork_workers(cls) -> bool:
+        """Whether this process may fork workers that will load this framework themselves."""
+        return True
+
+
+def tolist(values: Any) -> list[Any]:
+    """A NumPy array (or any sequence) as a list of JSON-ready values."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)

@@ -1,0 +1,70 @@
+"""scikit-learn, as Vertex's ``sklearn-cpu`` prebuilt container runs it."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+from batchpredict.errors import UserError
+from batchpredict.models.base import ModelHandler, tolist
+
+MODEL_FILES = ("model.joblib", "model.pkl")
+
+
+def load_pickled(local_dir: str, names: tuple[str, ...] = MODEL_FILES) -> Any:
+    """Unpickles the first of ``names`` found in ``local_dir`` (joblib for ``.joblib``)."""
+    for name in names:
+        path = os.path.join(local_dir, name)
+        if os.path.exists(path):
+            if name.endswith(".joblib"):
+                import joblib
+
+                return joblib.load(path)
+            with open(path, "rb") as f:
+                return pickle.load(f)
+    raise UserError(f"None of {list(names)} in {local_dir!r}.")
+
+
+class SklearnHandler(ModelHandler):
+    """Vertex's sklearn container: ``model.predict(np.asarray(instances))``.
+
+    ``return_probabilities`` uses ``predict_proba`` instead, for classifiers.
+    """
+
+    framework = "sklearn"
+
+    def load(self) -> None:
+        """Loads model.joblib, else model.pkl."""
+        self.model = load_pickled(self.ref.local_dir)
+        self.use_proba = self.ref.return_probabilities
+        if self.use_proba and not hasattr(self.model, "predict_proba"):
+            raise UserError(
+                f"return_probabilities=True, but {type(self.model).__name__} has no "
+                "predict_proba; set it to False for this model."
+            )
+
+    def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        """Predicts labels (or class probabilities)."""
+        import numpy as np
+
+        array = np.asarray(instances)
+        if self.use_proba:
+            return tolist(self.model.predict_proba(array))
+        return tolist(self.model.predict(array))
+
+    def limit_threads(self) -> None:
+        """One OpenMP/BLAS thread per worker process."""
+        from threadpoolctl import threadpool_limits
+
+        self._limits = threadpool_limits(1)
+
+    def specialize(self) -> ModelHandler:
+        """A pickled XGBoost model runs as XGBoost (through its booster, as model.bst would)."""
+        if type(self.model).__module__.split(".")[0] != "xgboost":
+            return self
+        from batchpredict.models.xgboost import XGBoostHandler
+
+        handler = XGBoostHandler(self.ref, preloaded=self.model)
+        handler.load()
+        return handler

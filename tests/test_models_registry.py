@@ -1,0 +1,146 @@
+"""The framework table: resolution by files and serving image, and the handler hooks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from batchpredict.errors import CODE_INTERNAL, CODE_INVALID_ARGUMENT, UserError
+from batchpredict.models import FRAMEWORKS, ModelHandler, framework, resolve_model
+from batchpredict.models.sklearn import SklearnHandler
+from tests.conftest import write_jsonl
+
+
+def _dir(tmp_path, *files) -> str:
+    d = tmp_path / "model"
+    d.mkdir(exist_ok=True)
+    for name in files:
+        (d / name).write_bytes(b"x")
+    return str(d)
+
+
+def test_every_framework_row_is_consistent():
+    names = [f.name for f in FRAMEWORKS]
+    assert len(names) == len(set(names))
+    for row in FRAMEWORKS:
+        if row.handler is not None:
+            assert issubclass(row.handler, ModelHandler)
+            assert row.handler.framework == row.name
+    assert framework("tensorflow").marker_files == ("saved_model.pb",)
+    assert framework("tensorflow").extra == "tf"
+
+
+def test_unknown_model_directory_names_every_supported_framework_and_its_files(tmp_path):
+    model_dir = _dir(tmp_path, "weights.h5", "README.md")
+    with pytest.raises(UserError) as err:
+        resolve_model(model_dir)
+    message = str(err.value)
+    assert "['README.md', 'weights.h5']" in message
+    for row in FRAMEWORKS:
+        if row.handler is None:
+            continue
+        assert row.title in message
+        for name in row.marker_files:
+            assert name in message
+    assert "predictor_class='module:Class'" in message
+
+
+@pytest.mark.parametrize(
+    ("files", "image", "expected"),
+    [
+        (("model.joblib",), "", "sklearn"),
+        (("model.pkl",), "", "sklearn"),
+        (("model.bst",), "", "xgboost"),
+        (("model.json",), "", "xgboost"),
+        (("model.bst", "model.joblib"), "", "xgboost"),
+        (("saved_model.pb",), "", "tensorflow"),
+        (
+            ("model.joblib",),
+            "us-docker.pkg.dev/vertex-ai/prediction/xgboost-cpu.1-7:latest",
+            "xgboost",
+        ),
+        (
+            ("saved_model.pb",),
+            "europe-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest",
+            "tensorflow",
+        ),
+        (
+            ("saved_model.pb",),
+            "us-docker.pkg.dev/vertex-ai/prediction/tf-cpu.1-15:latest",
+            "tensorflow",
+        ),
+    ],
+)
+def test_resolution_by_files_and_image(tmp_path, files, image, expected):
+    assert resolve_model(_dir(tmp_path, *files), container_image_uri=image).framework == expected
+
+
+def test_predictor_class_wins_over_files(tmp_path):
+    ref = resolve_model(_dir(tmp_path, "saved_model.pb"), predictor_class="m:C")
+    assert ref.framework == "custom"
+
+
+def test_a_recognised_framework_that_does_not_run_locally_says_what_does(tmp_path):
+    with pytest.raises(UserError, match="PyTorch TorchServe archive model, which the local") as err:
+        resolve_model(_dir(tmp_path, "model.mar"))
+    assert "saved_model.pb" in str(err.value)
+
+
+def test_base_classify_error_keeps_the_numpy_vocabulary():
+    handler = SklearnHandler.__new__(SklearnHandler)
+    assert handler.classify_error(ValueError("x")) == CODE_INVALID_ARGUMENT
+    assert handler.classify_error(KeyError("x")) == CODE_INVALID_ARGUMENT
+    assert handler.classify_error(RuntimeError("x")) == CODE_INTERNAL
+
+
+CLOSE_SCRIPT = """
+import os, sys
+from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+from batchpredict.models.sklearn import SklearnHandler
+
+marks, model_dir, out, workers, *files = sys.argv[1:]
+
+def close(self):
+    with open(os.path.join(marks, f"{os.getpid()}-{id(self)}"), "w") as f:
+        f.write("closed")
+
+SklearnHandler.close = close
+result = run_batch_prediction(
+    BatchPredictionJobSpec(
+        job_display_name="j", gcs_source_uris=files, model_uri=model_dir,
+        gcs_destination_output_uri_prefix=out, workers=int(workers), progress=False,
+    )
+)
+print(os.getpid(), result.completion_stats["successful_count"])
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_close_is_called_once_per_worker_that_loaded_or_inherited_the_model(
+    tmp_path, sklearn_model_dir, workers
+):
+    """Each worker (forked: a fresh single-threaded process forks) closes its handler at its end.
+
+    Run in a fresh interpreter: this test process may hold threads, and then workers are spawned
+    (and would not see the patched close).
+    """
+    marks = tmp_path / "closed"
+    marks.mkdir()
+    files = [write_jsonl(tmp_path / f"in{i}.jsonl", [[1, 2, 3, 4]] * 5) for i in range(2)]
+    args = [str(marks), sklearn_model_dir, str(tmp_path / "out"), str(workers), *files]
+    proc = subprocess.run(
+        [sys.executable, "-c", CLOSE_SCRIPT, *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    main_pid, successful = proc.stdout.split()
+    assert successful == "10"
+    closed = os.listdir(marks)
+    pids = {name.split("-")[0] for name in closed}
+    if workers == 1:
+        assert len(closed) == 1 and pids == {main_pid}
+    else:
+        # Both workers, and the main process that loaded the model they inherited.
+        assert len(closed) == 3 and len(pids) == 3 and main_pid in pids

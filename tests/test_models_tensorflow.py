@@ -1,0 +1,215 @@
+"""TensorFlow SavedModels through the engine, with TF Serving's REST semantics."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+from batchpredict.models.tensorflow import _json_rows
+from tests.conftest import read_output, write_jsonl
+
+tf = pytest.importorskip("tensorflow")
+
+TF_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest"
+# A real output line of a Vertex AI batch prediction job on a tf2-cpu model (Google's sample
+# "UJ2,12 Custom Training Prebuilt Container TF Keras"), prediction part.
+REFERENCE_PREDICTION = (
+    "[0.0407731421, 0.125140116, 0.118551917, 0.100501947, 0.128865793, 0.089787662, "
+    "0.157575116, 0.121281914, 0.0312845968, 0.0862377882]"
+)
+
+
+class Multi(tf.Module):
+    """Two inputs and four outputs, plus a second, single-input signature."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 2], tf.float32, name="x"),
+            tf.TensorSpec([None], tf.string, name="tag"),
+        ]
+    )
+    def serve(self, x, tag):
+        return {
+            "total": tf.reduce_sum(x, axis=1),
+            "count": tf.strings.length(tag),
+            "label": tf.strings.upper(tag),
+            "echo_bytes": tag,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def double(self, x):
+        return x * 2.0
+
+
+@pytest.fixture(scope="module")
+def multi_model_dir(tmp_path_factory) -> str:
+    d = str(tmp_path_factory.mktemp("multi"))
+    m = Multi()
+    tf.saved_model.save(m, d, signatures={"serving_default": m.serve, "double": m.double})
+    return d
+
+
+@pytest.fixture(scope="module")
+def jpeg_model_dir(tmp_path_factory) -> str:
+    """The tutorial's CNN (untrained) with its JPEG-bytes serving signature."""
+    from batchpredict.tasks.train_image import build_model, export_saved_model
+
+    d = str(tmp_path_factory.mktemp("cnn"))
+    export_saved_model(build_model(), d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def jpegs() -> list[bytes]:
+    from batchpredict.tasks.train_image import digit_images, encode_jpegs
+
+    images, _ = digit_images()
+    return encode_jpegs(images[:6])
+
+
+def _b64(data: bytes) -> dict:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def run(tmp_path, model_dir, instances, raw_lines=(), **kw):
+    data = write_jsonl(tmp_path / "in.jsonl", instances, raw_lines)
+    kw.setdefault("workers", 1)
+    result = run_batch_prediction(
+        BatchPredictionJobSpec(
+            job_display_name="tf",
+            gcs_source_uris=[data],
+            model_uri=model_dir,
+            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
+            progress=False,
+            **kw,
+        )
+    )
+    return read_output(result.gcs_output_directory)
+
+
+def test_float32_written_as_tf_serving_writes_them():
+    """'%.9g' digits of the float32, not its shortest repr nor the float64 widening."""
+    reference = json.loads(REFERENCE_PREDICTION)
+    row = np.array([reference], dtype=np.float32)
+    assert repr(float(row[0, 0])) == "0.040773142129182816"  # the float64 widening
+    assert str(row[0, 0]) == "0.040773142"  # NumPy's shortest float32 repr
+    written = json.dumps(_json_rows("output_0", row)[0])
+    assert written == REFERENCE_PREDICTION
+
+
+def test_multi_input_objects_b64_and_several_outputs(tmp_path, multi_model_dir):
+    out = run(
+        tmp_path,
+        multi_model_dir,
+        [{"x": [1, 2], "tag": "ab"}, {"x": [0.1, 0.2], "tag": _b64(b"\xff\x00z")}],
+    )
+    assert out["stats"]["model_framework"] == "tensorflow"
+    assert out["errors"] == []
+    got = {json.dumps(r["instance"]): r["prediction"] for r in out["results"]}
+    assert got[json.dumps({"x": [1, 2], "tag": "ab"})] == {
+        "count": 2,
+        "echo_bytes": {"b64": base64.b64encode(b"ab").decode()},
+        "label": "AB",
+        "total": 3.0,
+    }
+    second = got[json.dumps({"x": [0.1, 0.2], "tag": _b64(b"\xff\x00z")})]
+    # b64 became bytes: 3 bytes, and the bytes came back as b64 (name ends in _bytes) and, not
+    # being UTF-8, as b64 in "label" too.
+    assert second["count"] == 3
+    assert second["echo_bytes"] == _b64(b"\xff\x00z")
+    assert second["label"] == _b64(b"\xff\x00Z")
+    assert second["total"] == 0.300000012  # float32(0.1) + float32(0.2), '%.9g'
+
+
+def test_signature_name_picks_a_single_input_signature_in_both_row_forms(tmp_path, multi_model_dir):
+    out = run(
+        tmp_path,
+        multi_model_dir,
+        [[1, 2], {"x": [3, 4]}],
+        model_parameters={"signature_name": "double"},
+    )
+    assert out["errors"] == []
+    assert sorted(r["prediction"] for r in out["results"]) == [[2.0, 4.0], [6.0, 8.0]]
+
+
+def test_unknown_signature_fails_each_instance_naming_the_signatures(tmp_path, multi_model_dir):
+    out = run(tmp_path, multi_model_dir, [[1, 2]], model_parameters={"signature_name": "nope"})
+    assert out["results"] == []
+    [error] = out["errors"]
+    assert error["error"]["code"] == 3
+    assert "no signature 'nope'" in error["error"]["message"]
+    assert "['double', 'serving_default']" in error["error"]["message"]
+
+
+def test_bad_shapes_and_types_are_isolated_with_code_3(tmp_path, multi_model_dir):
+    instances = [
+        {"x": [1, 2], "tag": "ok"},
+        {"x": [1, 2, 3], "tag": "wide"},
+        {"x": ["a", "b"], "tag": "text"},
+        {"x": [5, 6]},
+        {"x": _b64(b"12"), "tag": "b64 for a float"},
+        {"x": [7, 8], "tag": "ok too"},
+        [9, 10],
+    ]
+    out = run(tmp_path, multi_model_dir, instances)
+    assert sorted(r["instance"]["tag"] for r in out["results"]) == ["ok", "ok too"]
+    assert len(out["errors"]) == 5
+    assert {e["error"]["code"] for e in out["errors"]} == {3}
+    messages = " | ".join(e["error"]["message"] for e in out["errors"])
+    assert "do not fit the signature's [2]" in messages
+    assert "missing ['tag']" in messages
+    assert "each instance must be an object keyed by input name" in messages
+    stats = out["stats"]
+    assert stats["successful_count"] + stats["failed_count"] == 7
+
+
+def test_jpeg_model_bad_jpeg_isolated_and_one_call_per_batch(tmp_path, jpeg_model_dir, jpegs):
+    instances = [{"bytes_inputs": _b64(j)} for j in jpegs]
+    instances.insert(2, {"bytes_inputs": _b64(b"not a jpeg")})
+    instances.insert(4, {"bytes_inputs": {"b64": "%%% not base64"}})
+    out = run(tmp_path, jpeg_model_dir, instances, container_image_uri=TF_IMAGE)
+    assert len(out["results"]) == 6
+    for r in out["results"]:
+        assert len(r["prediction"]) == 10
+        assert abs(sum(r["prediction"]) - 1) < 1e-5
+        assert all(len(f"{v:.17g}".rstrip("0")) <= 20 for v in r["prediction"])
+    assert sorted(e["error"]["code"] for e in out["errors"]) == [3, 3]
+    messages = " | ".join(e["error"]["message"] for e in out["errors"])
+    assert "InvalidArgumentError" in messages
+    assert "Invalid base64" in messages
+
+
+def test_predictions_match_the_signature_in_9_digit_form(tmp_path, jpeg_model_dir, jpegs):
+    out = run(tmp_path, jpeg_model_dir, [_b64(j) for j in jpegs])  # unnamed single-input form
+    loaded = tf.saved_model.load(jpeg_model_dir)
+    expected = loaded.signatures["serving_default"](bytes_inputs=tf.constant(jpegs))
+    [probs] = expected.values()
+    by_instance = {r["instance"]["b64"]: r["prediction"] for r in out["results"]}
+    for jpeg, row in zip(jpegs, probs.numpy()):
+        assert by_instance[_b64(jpeg)["b64"]] == [float(f"{v:.9g}") for v in row]
+
+
+def test_spawned_workers_each_load_the_model(tmp_path, jpeg_model_dir, jpegs):
+    """TF is imported in this process: workers are spawned and load the SavedModel themselves."""
+    files = []
+    for i in range(3):
+        files.append(
+            write_jsonl(tmp_path / f"in{i}.jsonl", [{"bytes_inputs": _b64(j)} for j in jpegs])
+        )
+    result = run_batch_prediction(
+        BatchPredictionJobSpec(
+            job_display_name="tf",
+            gcs_source_uris=files,
+            model_uri=jpeg_model_dir,
+            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
+            progress=False,
+            workers=2,
+        )
+    )
+    out = read_output(result.gcs_output_directory)
+    assert result.stats["workers"] == 2
+    assert out["stats"]["successful_count"] == 18 and out["errors"] == []
