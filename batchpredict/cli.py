@@ -16,20 +16,75 @@ import typing
 from typing import Any
 
 from batchpredict.errors import BatchPredictError
-from batchpredict.spec import BatchPredictionJobSpec
+from batchpredict.spec import (
+    FIELD_CHOICES,
+    VERTEX_BACKEND_FIELDS,
+    VERTEX_ONLY_FIELDS,
+    BatchPredictionJobSpec,
+    field_docs,
+)
 
 EXAMPLE_DIR = "local_outputs/example"
+PREDICT_EXAMPLES = """examples:
+  # a scikit-learn model on JSONL objects keyed by "id", features sent as arrays in this order
+  batchpredict predict --job-display-name nightly --model-uri model_dir \\
+    --gcs-source-uris 'data/*.jsonl' --gcs-destination-output-uri-prefix out \\
+    --key-field id --instance-type array --included-fields f1 f2 f3 f4
+
+  # CSV in (header row required), Parquet out, 4 worker processes
+  batchpredict predict --job-display-name scores --model-uri gs://my-bucket/model \\
+    --instances-format csv --gcs-source-uris gs://my-bucket/in/part-*.csv \\
+    --predictions-format parquet --gcs-destination-output-uri-prefix gs://my-bucket/out --workers 4
+
+  # the same job on Vertex AI
+  batchpredict predict --backend vertex --project my-project --job-display-name nightly \\
+    --model-resource-name projects/my-project/locations/us-central1/models/123 \\
+    --gcs-source-uris 'gs://my-bucket/in/*.jsonl' --gcs-destination-output-uri-prefix gs://my-bucket/out
+
+Prints the job's result as JSON; failed instances are summarised on stderr. Exit codes: 0 done,
+1 a user error (arguments, input, model), 13 an internal error.
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's layout, and never breaks a word at a hyphen (us-central1, file-list)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _help(name: str, docs: dict[str, str], default: Any) -> str:
+    text = docs.get(name, "")
+    if name in VERTEX_ONLY_FIELDS:
+        text = f"[Vertex only; recorded locally] {text}"
+    elif name in VERTEX_BACKEND_FIELDS:
+        text = f"[vertex backend] {text}"
+    if name in FIELD_CHOICES:
+        text += " Choices: " + ", ".join(repr(c) if c == "" else c for c in FIELD_CHOICES[name])
+        text += "."
+    if default is not dataclasses.MISSING:
+        shown = json.dumps(default) if isinstance(default, (dict, list, str)) else default
+        text += f" Default: {shown}."
+    return text.replace("%", "%%")
 
 
 def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(BatchPredictionJobSpec)
+    docs = field_docs()
+    required = parser.add_argument_group("required")
     for f in dataclasses.fields(BatchPredictionJobSpec):
         hint = hints[f.name]
         names = [f"--{f.name.replace('_', '-')}"]
-        if "_" in f.name:
-            names.append(f"--{f.name}")
         origin = typing.get_origin(hint)
-        kwargs: dict[str, Any] = {"dest": f.name}
+        default = f.default
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        kwargs: dict[str, Any] = {"dest": f.name, "help": _help(f.name, docs, default)}
+        if f.name in FIELD_CHOICES:
+            kwargs["choices"] = FIELD_CHOICES[f.name]
+            kwargs["metavar"] = "{" + ",".join(c for c in FIELD_CHOICES[f.name] if c) + "}"
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kwargs["required"] = True
         if hint is bool:
@@ -41,7 +96,11 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(type=_json_object, default={}, metavar="JSON")
         else:
             kwargs.update(type=hint, default=None if kwargs.get("required") else f.default)
-        parser.add_argument(*names, **kwargs)
+            kwargs.setdefault("metavar", f.name.rsplit("_", 1)[-1].upper())
+        (required if kwargs.get("required") else parser).add_argument(*names, **kwargs)
+        if "_" in f.name:  # --gcs_source_uris as GCPC spells it: accepted, not listed twice
+            alias = {**kwargs, "help": argparse.SUPPRESS, "required": False}
+            parser.add_argument(f"--{f.name}", **alias)
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -61,7 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Vertex AI-compatible batch prediction: locally, or on Vertex AI.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    predict = sub.add_parser("predict", help="run a batch prediction job")
+    predict = sub.add_parser(
+        "predict",
+        help="run a batch prediction job",
+        description="Runs a batch prediction job: one flag per input of GCPC's "
+        "ModelBatchPredictOp (same names, dashes or underscores), plus batchpredict's own. "
+        "Flags marked [Vertex only] are accepted and recorded by the local backend.",
+        epilog=PREDICT_EXAMPLES,
+        formatter_class=_HelpFormatter,
+    )
     _add_spec_flags(predict)
     example = sub.add_parser("example", help="run a small bundled example job end to end")
     example.add_argument("--workdir", default=EXAMPLE_DIR, help="where inputs and output go")

@@ -50,6 +50,8 @@ def model_batch_predict(
     """
     spec = BatchPredictionJobSpec(**inputs)
     _apply_model_artifacts(spec, model, unmanaged_container_model)
+    if not spec.gcs_destination_output_uri_prefix and not spec.bigquery_destination_output_uri:
+        spec.gcs_destination_output_uri_prefix = step_directory(gcs_output_directory)
     result = run_batch_prediction(spec, gcp_resources_path=gcp_resources)
     resource_type = "BatchPredictionJob" if spec.backend == "vertex" else LOCAL_RESOURCE_TYPE
     outputs = component_outputs(result, resource_type=resource_type)
@@ -67,6 +69,21 @@ def model_batch_predict(
             _touch(artifact)
     log.info("Batch prediction finished: %s", result.to_dict())
     return result
+
+
+def step_directory(artifact: ArtifactLike) -> str:
+    """This step's own output directory: the one holding its ``gcs_output_directory`` output.
+
+    The default output prefix when neither destination is given, so that predictions land under
+    the batch-predict step (``<pipeline_root>/<run>/<task>/prediction-<model>-<timestamp>``).
+    """
+    uri = artifact.uri.rstrip("/")
+    if not uri:
+        raise UserError(
+            "Give gcs_destination_output_uri_prefix or bigquery_destination_output_uri; both are "
+            "empty and this step has no output directory to default to."
+        )
+    return uri.rsplit("/", 1)[0]
 
 
 def _apply_model_artifacts(

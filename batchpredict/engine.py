@@ -53,6 +53,8 @@ class Counts:
     failed: int = 0
     errors: Counter = field(default_factory=Counter)
     framework: str = ""
+    # The model received JSON objects (dicts): the hint for array models in the failure summary.
+    object_instances: bool = False
 
     def add(self, other: Counts) -> None:
         """Adds another worker's counts."""
@@ -60,6 +62,7 @@ class Counts:
         self.successful += other.successful
         self.failed += other.failed
         self.framework = self.framework or other.framework
+        self.object_instances = self.object_instances or other.object_instances
         for message, n in other.errors.items():
             self._count_error(message, n)
 
@@ -140,6 +143,8 @@ def process_split(
             writer.write_errors(conv.failures)
             counts.record_failures(conv.failures)
         if conv.instances:
+            if not counts.object_instances and isinstance(conv.instances[0], dict):
+                counts.object_instances = True
             displays, predictions, failures = predict_isolated(
                 handler, conv.instances, conv.displays, plan.parameters
             )

@@ -78,24 +78,24 @@ def _convert_json_value(value: Any, cfg: InstanceConfig) -> tuple[Any, Any]:
     if not isinstance(value, dict):
         if cfg.instance_type == "object":
             raise InstanceError(
-                f"instance_type='object' needs a JSON object on each line; got "
-                f"{type(value).__name__} {_short(value)}."
+                "instance_type='object' needs a JSON object on each line; got a JSON "
+                f"{_json_type(value)}."
             )
         if cfg.key_field or cfg.included_fields or cfg.excluded_fields:
             raise InstanceError(
                 "key_field, included_fields and excluded_fields need a JSON object on each line; "
-                f"got {type(value).__name__} {_short(value)}."
+                f"got a JSON {_json_type(value)}."
             )
         return value, value
     key = None
     if cfg.key_field:
         if cfg.key_field not in value:
-            raise InstanceError(f"key_field {cfg.key_field!r} is missing from {_short(value)}.")
+            raise InstanceError(f"key_field {cfg.key_field!r} is missing from the instance.")
         key = value[cfg.key_field]
     if cfg.included_fields:
         missing = [f for f in cfg.included_fields if f not in value]
         if missing:
-            raise InstanceError(f"included_fields {missing} missing from {_short(value)}.")
+            raise InstanceError(f"included_fields {missing} missing from the instance.")
         names = [f for f in cfg.included_fields if f != cfg.key_field]
     else:
         dropped = set(cfg.excluded_fields)
@@ -163,6 +163,12 @@ class TableConverter:
         return Converted(instances=instances, displays=[row[k] for row in rows], columns=names)
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _json_type(value: Any) -> str:
+    """The JSON type name of a parsed value (messages name the type, never the value)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return {str: "string", list: "array"}.get(type(value), type(value).__name__)

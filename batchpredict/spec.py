@@ -31,6 +31,14 @@ BACKENDS = ("local", "vertex")
 # (bench/engine_bench.py). A user's value is always respected exactly.
 DEFAULT_BATCH_SIZE = 2048
 
+# The allowed values of the fields that have a fixed set.
+FIELD_CHOICES = {
+    "instances_format": INSTANCES_FORMATS,
+    "predictions_format": PREDICTIONS_FORMATS,
+    "instance_type": INSTANCE_TYPES,
+    "backend": BACKENDS,
+}
+
 # Inputs that only mean something on Vertex AI. The local backend accepts and records them.
 VERTEX_ONLY_FIELDS = (
     "machine_type",
@@ -42,32 +50,97 @@ VERTEX_ONLY_FIELDS = (
     "encryption_spec_key_name",
     "labels",
 )
+# Inputs used only by the vertex backend (besides VERTEX_ONLY_FIELDS), marked so in the CLI.
+VERTEX_BACKEND_FIELDS = (
+    "generate_explanation",
+    "explanation_metadata",
+    "explanation_parameters",
+    "model_resource_name",
+    "vertex_api_endpoint",
+)
+
+
+def field_docs() -> dict[str, str]:
+    """Each field's description, from BatchPredictionJobSpec's ``Attributes:`` docstring."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    current = ""
+    lines = inspect.cleandoc(BatchPredictionJobSpec.__doc__ or "").splitlines()
+    inside = False
+    for line in lines:
+        if line.strip() == "Attributes:":
+            inside = True
+            continue
+        if not inside or not line.strip():
+            continue
+        if line.startswith("    ") and not line.startswith("        ") and ": " in line:
+            current, _, text = line.strip().partition(": ")
+            docs[current] = text
+        elif current:
+            docs[current] += " " + line.strip()
+    return docs
 
 
 @dataclass
 class BatchPredictionJobSpec:
     """A batch prediction job, named as GCPC's ModelBatchPredictOp names its inputs.
 
-    Attributes beyond GCPC's:
-        backend: ``local`` (this machine) or ``vertex`` (a Vertex AI BatchPredictionJob).
-        model_uri: the model artifact directory (local path, ``gs://`` or ``/gcs/``), e.g. an
-            UnmanagedContainerModel's URI or a ``system.Model`` artifact's path.
-        model_resource_name: a Vertex ``projects/.../models/...`` name (vertex backend).
+    Each attribute's line below is also its ``batchpredict predict --help`` text.
+
+    Attributes:
+        job_display_name: the job's name; also names the output directory unless
+            model_display_name is set.
+        location: the Vertex AI region of the job.
+        instances_format: the input's format (parquet: local backend only).
+        predictions_format: the output's format (parquet: local backend only).
+        gcs_source_uris: input files: local paths, gs:// or /gcs/ URIs; wildcards allowed.
+        bigquery_source_input_uri: an input table, bq://project.dataset.table.
+        instance_type: the shape sent to the model: object, array, or empty (as read).
+        key_field: a field that identifies each instance in the output (as key); it is not sent
+            to the model.
+        included_fields: the fields sent to the model, in this order (arrays for
+            instance_type=array).
+        excluded_fields: fields not sent to the model.
+        model_parameters: sent as parameters with every predict call (a JSON object).
+        gcs_destination_output_uri_prefix: where the directory prediction-<model>-<timestamp> is
+            created (local path, gs:// or /gcs/).
+        bigquery_destination_output_uri: bq://project (a new dataset), bq://project.dataset (new
+            tables) or bq://project.dataset.table (a new table).
+        machine_type: the machine type of Vertex's prediction workers.
+        accelerator_type: the accelerator of Vertex's prediction workers.
+        accelerator_count: accelerators per Vertex worker.
+        starting_replica_count: Vertex workers at the start.
+        max_replica_count: Vertex workers at most.
+        service_account: the service account the Vertex job runs as.
+        manual_batch_tuning_parameters_batch_size: instances per predict call; 0 picks the
+            backend's default (Vertex: 64; local: 2048).
+        generate_explanation: ask Vertex for explanations (refused by the local backend).
+        explanation_metadata: Vertex explanation metadata (a JSON object).
+        explanation_parameters: Vertex explanation parameters (a JSON object).
+        labels: labels of the Vertex job (a JSON object).
+        encryption_spec_key_name: the Cloud KMS key of the Vertex job's resources.
+        project: the Google Cloud project; empty: GOOGLE_CLOUD_PROJECT or the ADC default.
+        backend: local (this machine) or vertex (a Vertex AI BatchPredictionJob).
+        model_uri: the model directory (local path, gs:// or /gcs/) holding model.joblib,
+            model.pkl, model.bst, ... (an UnmanagedContainerModel's or system.Model's URI).
+        model_resource_name: a Vertex model, projects/.../locations/.../models/....
         container_image_uri: the model's serving image; picks the framework of a local model
-            (``.../sklearn-cpu.1-3:latest``), and is sent as is to Vertex.
-        model_metadata: the model artifact's metadata (an UnmanagedContainerModel's
-            ``containerSpec`` and ``predictSchemata``); the vertex backend sends it as GCPC does.
-        model_display_name: the name used in the output directory; defaults to ``job_display_name``.
-        workers: local worker processes; 0 means one per CPU core.
+            (.../sklearn-cpu.1-3:latest) and is sent as is to Vertex.
+        model_metadata: the model artifact's metadata, e.g. containerSpec and predictSchemata (a
+            JSON object); the vertex backend sends it as GCPC does.
+        model_display_name: the model name in the output directory's name; default:
+            job_display_name.
+        workers: local worker processes; 0: one per CPU core.
         return_probabilities: classifiers return class probabilities instead of labels.
-        predictor_class: ``module:Class`` of a Custom Prediction Routine ``Predictor``.
+        predictor_class: a Custom Prediction Routine Predictor, module:Class or
+            path/file.py:Class.
         max_failed_fraction: fail the job when failed / read is above this fraction.
-        output_directory_name: a fixed output directory name instead of the timestamped
-            ``prediction-<model>-<timestamp>``, so the path is known in advance and reruns are
-            cache-friendly.
+        output_directory_name: a fixed output directory name instead of
+            prediction-<model>-<timestamp>: the path is known in advance, reruns replace it.
         progress: print a live progress line.
-        vertex_api_endpoint: overrides ``{location}-aiplatform.googleapis.com`` (tests, private
-            endpoints).
+        vertex_api_endpoint: overrides {location}-aiplatform.googleapis.com (private endpoints,
+            tests).
     """
 
     job_display_name: str

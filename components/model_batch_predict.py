@@ -85,7 +85,8 @@ def model_batch_predict(
         excluded_fields: Fields not sent to the model.
         model_parameters: Sent as ``parameters`` with every predict request.
         gcs_destination_output_uri_prefix: Where the output directory
-            ``prediction-<model>-<timestamp>`` is created.
+            ``prediction-<model>-<timestamp>`` is created. Empty, with no BigQuery
+            destination either: this step's own output directory.
         bigquery_destination_output_uri: ``bq://project`` (a new dataset) or
             ``bq://project.dataset.table`` (a new table).
         machine_type: Vertex only (recorded locally).

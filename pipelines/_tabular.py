@@ -60,7 +60,6 @@ def predict_and_evaluate(
         key_column=key_column,
         instances_format=instances_format,
         shards=shards,
-        predictions_uri_prefix=predictions_uri_prefix,
     )
     predicted = ModelBatchPredictOp(
         job_display_name=job_display_name,
@@ -71,7 +70,8 @@ def predict_and_evaluate(
         key_field=prepared.outputs["key_field"],
         included_fields=prepared.outputs["included_fields"],
         predictions_format="jsonl",
-        gcs_destination_output_uri_prefix=prepared.outputs["predictions_uri_prefix"],
+        # empty: under this step's own directory (<run>/model-batch-predict/prediction-...)
+        gcs_destination_output_uri_prefix=predictions_uri_prefix,
         workers=workers,
         return_probabilities=return_probabilities,
     )

@@ -2,18 +2,26 @@
 
 Usage:
     python -m pipelines.run tabular_classification [--cache] [--runner subprocess|docker]
-        [--pipeline-root local_outputs] [--param name=value ...]
+        [--pipeline-root local_outputs] [--param name=value ...] [--verbose]
 
-Prints the metrics, the batch prediction job's completion stats and where every output is. With
-``--cache`` (kfp.local's opt-in caching), a rerun with the same arguments reuses every step's
-outputs, batch prediction included: each step's inputs are the cached outputs of the steps before
-it, so their cache keys match.
+Prints the metrics, the batch prediction job's completion stats and where every output is. kfp's
+step logs go to ``<pipeline_root>/<run>.log`` (``--verbose`` prints them as they come); when a
+step fails, its error line, the run directory and the report path are printed and the exit code
+is 1. With ``--cache`` (kfp.local's opt-in caching), a rerun with the same arguments reuses every
+step's outputs, batch prediction included: each step's inputs are the cached outputs of the steps
+before it, so their cache keys match.
+
+A pipeline module may define ``local_arguments(workdir) -> dict``: the arguments of a local run
+when none are given (``vertex_custom_model`` writes a small model and instances there and runs its
+local form).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import os
 import re
@@ -40,19 +48,40 @@ class RunSummary:
     run_directory: str
     wall_seconds: float
     cached: list[str] = field(default_factory=list)
+    log_path: str = ""
+    failed_instances: list[str] = field(default_factory=list)
+    steps_run: list[str] = field(default_factory=list)  # step directories, nested steps too
+
+
+class PipelineFailed(Exception):
+    """A step failed; carries what the runner prints about it."""
+
+    def __init__(self, task: str, error: str, run_directory: str, report: str, log_path: str):
+        """Keeps the failing step, its error line and where the run's files are."""
+        super().__init__(f"Step {task} failed: {error}")
+        self.task = task
+        self.error = error
+        self.run_directory = run_directory
+        self.report = report
+        self.log_path = log_path
+
+
+def available_pipelines() -> list[str]:
+    """The pipeline modules in pipelines/ (helpers, named ``_*``, and the runner excluded)."""
+    return sorted(
+        p.stem
+        for p in (ROOT / "pipelines").glob("*.py")
+        if not p.stem.startswith("_") and p.stem != "run"
+    )
 
 
 def load_pipeline(name: str):
     """The ``@dsl.pipeline`` defined in ``pipelines/<name>.py``."""
     from kfp.dsl.graph_component import GraphComponent
 
-    try:
-        module = importlib.import_module(f"pipelines.{name}")
-    except ModuleNotFoundError as e:
-        available = sorted(
-            p.stem for p in (ROOT / "pipelines").glob("*.py") if p.stem not in ("__init__", "run")
-        )
-        raise SystemExit(f"No pipeline {name!r}; available: {', '.join(available)}.") from e
+    if name not in available_pipelines():
+        raise SystemExit(f"No pipeline {name!r}; available: {', '.join(available_pipelines())}.")
+    module = importlib.import_module(f"pipelines.{name}")
     found = [
         v
         for v in vars(module).values()
@@ -76,19 +105,26 @@ def run_pipeline(
     cache: bool = False,
     runner: str = "subprocess",
     pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    verbose: bool = True,
 ) -> RunSummary:
     """Runs pipeline ``name`` under kfp.local and returns its outputs and what ran.
 
     Args:
         name: the module name in pipelines/.
-        params: pipeline arguments.
+        params: pipeline arguments; when None, the module's ``local_arguments(workdir)`` if it
+            has one.
         cache: enable kfp.local caching (entries under ``<pipeline_root>/.kfp_cache``).
         runner: ``subprocess`` (this interpreter, ``use_venv=False``) or ``docker`` (the
             component image).
         pipeline_root: where kfp.local writes the run's outputs.
+        verbose: print kfp's step logs as they come; else they go to
+            ``<pipeline_root>/<run>.log`` only.
 
     Returns:
         The outputs and, from the run directory, which tasks executed (the others hit the cache).
+
+    Raises:
+        PipelineFailed: a step failed (its error line, the run directory, the report path).
     """
     from kfp import local
 
@@ -107,6 +143,10 @@ def run_pipeline(
     pipeline = load_pipeline(name)
     root = os.path.abspath(pipeline_root)
     os.makedirs(root, exist_ok=True)
+    if params is None:
+        module = importlib.import_module(f"pipelines.{name}")
+        make_arguments = getattr(module, "local_arguments", None)
+        params = make_arguments(os.path.join(root, f"{name}_inputs")) if make_arguments else {}
     local.init(
         # docker_runner lets the image's non-root user write to the mounted pipeline root.
         runner=local.SubprocessRunner(use_venv=False)
@@ -119,10 +159,29 @@ def run_pipeline(
     run_prefix = pipeline.pipeline_spec.pipeline_info.name + "-"
     before = set(os.listdir(root))
     started = time.monotonic()
-    task = pipeline(**(params or {}))
+    log = _Tee(sys.stdout if verbose else None)
+    task, failure = None, None
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # type: ignore[type-var]
+        try:
+            task = pipeline(**params)
+        except RuntimeError as err:  # kfp.local: "Task 'x' finished with status FAILURE"
+            failure = err
     wall = time.monotonic() - started
     new_runs = sorted(d for d in set(os.listdir(root)) - before if d.startswith(run_prefix))
     run_dir = os.path.join(root, new_runs[-1]) if new_runs else ""
+    log_path = f"{run_dir or os.path.join(root, run_prefix + 'run')}.log"
+    with open(log_path, "w") as f:
+        f.write(log.getvalue())
+    text = log.getvalue()
+    if failure is not None:
+        task_name = _failed_task(str(failure), text)
+        raise PipelineFailed(
+            task_name,
+            _error_line(text, task_name) or str(failure).strip().splitlines()[-1],
+            run_dir,
+            _report_path(run_dir),
+            log_path,
+        ) from failure
     executed = sorted(os.listdir(run_dir)) if run_dir else []
     tasks = sorted(pipeline.pipeline_spec.root.dag.tasks)
     outputs = dict(task.outputs) if task is not None else {}
@@ -131,10 +190,80 @@ def run_pipeline(
         outputs=outputs,
         tasks=tasks,
         executed=[t for t in tasks if t in executed],
-        cached=[t for t in tasks if t not in executed],
+        cached=[t for t in tasks if t not in executed] if cache else [],
+        steps_run=[d for d in executed if os.path.isdir(os.path.join(run_dir, d))],
         run_directory=run_dir,
         wall_seconds=wall,
+        log_path=log_path,
+        failed_instances=_failed_instance_blocks(text),
     )
+
+
+class _Tee(io.StringIO):
+    """Keeps everything written; also passes it on to ``echo`` when given (--verbose)."""
+
+    def __init__(self, echo: Any = None) -> None:
+        super().__init__()
+        self.echo = echo
+
+    def write(self, text: str) -> int:
+        if self.echo is not None:
+            self.echo.write(text)
+            self.echo.flush()
+        return super().write(text)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The last line of a Python traceback: "package.module.ErrorType: message".
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*?:\s*\S")
+
+
+def _failed_task(message: str, log: str) -> str:
+    """The failed step: kfp's "Inner task failed: 'x'", else the log's FAILURE line."""
+    found = re.search(r"Inner task failed: '([\w-]+)'", _ANSI.sub("", message))
+    found = found or re.search(r"Task '([\w-]+)' finished with status FAILURE", _ANSI.sub("", log))
+    return found.group(1) if found else "(unknown)"
+
+
+def _error_line(log: str, task: str) -> str:
+    """The failing step's error: the last exception line it printed."""
+    lines = _ANSI.sub("", log).splitlines()
+    start = max((i for i, ln in enumerate(lines) if f"Executing task '{task}'" in ln), default=0)
+    errors = [ln.strip() for ln in lines[start:] if _EXCEPTION_LINE.match(ln.strip())]
+    return errors[-1] if errors else ""
+
+
+def _failed_instance_blocks(log: str) -> list[str]:
+    """The batch prediction steps' failed-instance summaries (see backends/local.py)."""
+    blocks, current = [], None
+    for line in _ANSI.sub("", log).splitlines():
+        stripped = line.strip()
+        if re.match(r"batchpredict: \d+ of \d+ instances failed", stripped):
+            current = [stripped]
+            blocks.append(current)
+        elif (
+            current is not None
+            and stripped
+            and (
+                line.startswith(("  ", "\t"))
+                or stripped.startswith(("Failed instances", "Hint:", "..."))
+            )
+        ):
+            current.append(stripped)
+        else:
+            current = None
+    return ["\n".join(b) for b in blocks]
+
+
+def _report_path(run_dir: str) -> str:
+    """The run's HTML report, when the evaluate step wrote one."""
+    if not run_dir:
+        return ""
+    for dirpath, _, files in os.walk(run_dir):
+        for f in files:
+            if f.endswith(".html"):
+                return os.path.join(dirpath, f)
+    return ""
 
 
 def _fmt(value: Any) -> str:
@@ -156,13 +285,31 @@ def _output_order(pipeline_name: str, outputs: dict[str, Any]) -> list[str]:
     return [n for n in fields if n in outputs] + sorted(n for n in outputs if n not in fields)
 
 
+def _batch_prediction_jobs(summary: RunSummary) -> list[dict[str, Any]]:
+    """The batchpredictionjob metadata of every step that ran, from its executor_output.json."""
+    found = []
+    for step in summary.steps_run:
+        path = os.path.join(summary.run_directory, step, "executor_output.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            artifacts = json.load(f).get("artifacts", {})
+        for artifact in artifacts.get("batchpredictionjob", {}).get("artifacts", []):
+            found.append(artifact.get("metadata", {}))
+    return found
+
+
 def report(summary: RunSummary) -> str:
     """The text printed after a run: metrics, batch prediction stats, output locations."""
     lines = [f"\nPipeline {summary.pipeline} finished in {summary.wall_seconds:.1f} s."]
-    lines.append(
-        f"Steps executed: {len(summary.executed)}/{len(summary.tasks)}"
-        + (f"; from cache: {', '.join(summary.cached)}" if summary.cached else "")
-    )
+    nested = [s for s in summary.steps_run if s not in summary.tasks]
+    if nested:  # steps inside conditions: name what ran
+        lines.append(f"Steps executed: {', '.join(summary.steps_run)}")
+    else:
+        lines.append(
+            f"Steps executed: {len(summary.executed)}/{len(summary.tasks)}"
+            + (f"; from cache: {', '.join(summary.cached)}" if summary.cached else "")
+        )
     metrics = summary.outputs.get("metrics")
     if metrics is not None:
         lines.append("\nMetrics:")
@@ -170,8 +317,10 @@ def report(summary: RunSummary) -> str:
             f"  {k:<18} {_fmt(metrics.metadata[k])}" for k in _metric_order(list(metrics.metadata))
         )
     job = summary.outputs.get("batchpredictionjob")
-    if job is not None:
-        meta = job.metadata
+    jobs = [job.metadata] if job is not None else []
+    if not jobs:  # not a pipeline output: read it from the steps that ran
+        jobs = _batch_prediction_jobs(summary)
+    for meta in jobs:
         stats = meta.get("completionStats", {})
         lines.append("\nBatch prediction:")
         lines.append(
@@ -188,26 +337,48 @@ def report(summary: RunSummary) -> str:
         }
         if extra:
             lines.append("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in extra.items()))
-    lines.append("\nOutputs:")
+        if meta.get("gcsOutputDirectory") and "batchpredictionjob" not in summary.outputs:
+            lines.append(f"  output directory {meta['gcsOutputDirectory']}")
+    if summary.outputs:
+        lines.append("\nOutputs:")
     for name in _output_order(summary.pipeline, summary.outputs):
         artifact = summary.outputs[name]
         uri = getattr(artifact, "uri", None)
         lines.append(f"  {name:<24} {uri if uri is not None else artifact}")
+    for block in summary.failed_instances:
+        lines.append("\n" + block)
     if summary.run_directory:
         lines.append(f"\nRun directory: {summary.run_directory}")
     html = summary.outputs.get("report")
     if html is not None:
         lines.append(f"Report: file://{html.uri}")
+    if summary.log_path:
+        lines.append(f"Step logs: {summary.log_path}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parses the command line, runs the pipeline and prints the summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pipeline", help="module name in pipelines/, e.g. tabular_classification")
+    """Parses the command line, runs the pipeline and prints the summary; 1 when a step failed."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.run",
+        description=__doc__.splitlines()[0],
+        epilog="examples:\n"
+        "  python -m pipelines.run tabular_classification\n"
+        "  python -m pipelines.run tabular_regression --param algorithm=xgboost --verbose\n"
+        "  python -m pipelines.run vertex_custom_model   # its local form, on a generated model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "pipeline",
+        metavar="PIPELINE",
+        help=f"module name in pipelines/: {', '.join(available_pipelines())}",
+    )
     parser.add_argument("--cache", action="store_true", help="enable kfp.local caching")
     parser.add_argument("--runner", choices=RUNNERS, default="subprocess")
     parser.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT)
+    parser.add_argument(
+        "--verbose", action="store_true", help="print kfp's step logs (else only to the run's log)"
+    )
     parser.add_argument(
         "--param",
         action="append",
@@ -222,13 +393,23 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             parser.error(f"--param needs NAME=VALUE; got {item!r}")
         params[name] = _parse_value(value)
-    summary = run_pipeline(
-        args.pipeline,
-        params=params,
-        cache=args.cache,
-        runner=args.runner,
-        pipeline_root=args.pipeline_root,
-    )
+    try:
+        summary = run_pipeline(
+            args.pipeline,
+            params=params or None,
+            cache=args.cache,
+            runner=args.runner,
+            pipeline_root=args.pipeline_root,
+            verbose=args.verbose,
+        )
+    except PipelineFailed as failed:
+        print(f"\nPipeline {args.pipeline} failed at step {failed.task}:", file=sys.stderr)
+        print(f"  {failed.error}", file=sys.stderr)
+        print(f"Run directory: {failed.run_directory or '(none created)'}", file=sys.stderr)
+        if failed.report:
+            print(f"Report: file://{failed.report}", file=sys.stderr)
+        print(f"Full log: {failed.log_path}", file=sys.stderr)
+        return 1
     print(report(summary))
     return 0
 

@@ -62,7 +62,8 @@ def tabular_classification(
         key_column: The key that joins predictions back to the labels.
         instances_format: ``jsonl``, ``csv`` or ``parquet``.
         shards: Instance files to write.
-        predictions_uri_prefix: Where batch prediction writes; empty: beside the instances.
+        predictions_uri_prefix: Where batch prediction writes; empty: the batch-predict step's own
+            directory.
         workers: Local batch prediction worker processes (0: one per core); one suits a few
             hundred rows, where starting a process costs more than predicting.
         min_accuracy: The quality gate on held-out accuracy.

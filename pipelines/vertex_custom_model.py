@@ -21,9 +21,14 @@ e.g. ``gs://BUCKET/model`` holding ``model.joblib``) and ``gcs_source_uris`` (th
 wildcards allowed). The model directory is its own parameter because KFP 2.17 compiles an
 f-string ``dsl.importer`` URI into an unresolved channel pattern; instance URIs are a list
 parameter because kfp.local does not resolve f-strings inside list arguments.
+
+``python -m pipelines.run vertex_custom_model`` runs the local form on a small generated model
+and instances (``local_arguments``); pass ``--param`` to use your own.
 """
 
-from typing import List
+import json
+import os
+from typing import Any, List
 
 from google_cloud_pipeline_components.v1.model import ModelUploadOp
 from kfp import dsl
@@ -114,3 +119,40 @@ def vertex_custom_model(
             max_replica_count=max_replica_count,
             backend=backend,
         ).set_display_name("batch-predict-locally")
+
+
+# The generated example of the local form: rows of LOCAL_FEATURES values, in LOCAL_FILES files.
+LOCAL_ROWS = 200
+LOCAL_FEATURES = 4
+LOCAL_FILES = 2
+
+
+def local_arguments(workdir: str) -> dict[str, Any]:
+    """Arguments of a local run: writes a scikit-learn model and JSONL instances into ``workdir``.
+
+    Returns:
+        ``project``, ``bucket`` (``<workdir>/bucket``: predictions go to its ``predictions/``),
+        ``model_dir``, ``gcs_source_uris`` and ``backend='local'``.
+    """
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    features = rng.random((LOCAL_ROWS, LOCAL_FEATURES)).round(6)
+    labels = (features[:, 0] + features[:, 1] > 1).astype(int)
+    model_dir = os.path.join(workdir, "model")
+    instances = os.path.join(workdir, "bucket", "instances")
+    os.makedirs(model_dir, exist_ok=True)
+    os.makedirs(instances, exist_ok=True)
+    joblib.dump(LogisticRegression().fit(features, labels), os.path.join(model_dir, "model.joblib"))
+    for part, rows in enumerate(np.array_split(features, LOCAL_FILES)):
+        with open(os.path.join(instances, f"part-{part}.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows.tolist())
+    return {
+        "project": "local-project",
+        "bucket": os.path.join(workdir, "bucket"),
+        "model_dir": model_dir,
+        "gcs_source_uris": [os.path.join(instances, "*.jsonl")],
+        "backend": "local",
+    }

@@ -78,3 +78,68 @@ def test_example_command_runs_end_to_end(tmp_path):
     assert "Output directory:" in proc.stdout
     result = json.loads(proc.stdout[proc.stdout.index("\n{\n") :])
     assert result["completion_stats"]["successful_count"] == 500
+
+
+def test_predict_help_explains_every_flag_with_default_and_choices():
+    import dataclasses
+
+    from batchpredict.spec import VERTEX_ONLY_FIELDS, BatchPredictionJobSpec, field_docs
+
+    proc = run_cli("predict", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    docs = field_docs()
+    for f in dataclasses.fields(BatchPredictionJobSpec):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert " ".join(docs[f.name].split()) in text, f.name  # each flag's line, from the spec
+    assert "Choices: jsonl, csv, tf-record, tf-record-gzip, file-list, parquet, bigquery." in text
+    assert 'Choices: local, vertex. Default: "local".' in text
+    assert "Default: 1.0." in text  # max_failed_fraction
+    for name in VERTEX_ONLY_FIELDS:
+        flag = "--" + name.replace("_", "-")
+        after = text[text.rindex(flag + " ") :]
+        assert "[Vertex only; recorded locally]" in after[:120], name
+    assert "examples:" in proc.stdout and "--instance-type array --included-fields" in text
+    assert "--gcs_source_uris" not in proc.stdout  # the underscore spelling works, unlisted
+
+
+def test_headerless_csv_is_warned_about(tmp_path, sklearn_model_dir, iris):
+    X, _ = iris
+    data = tmp_path / "in.csv"
+    data.write_text("".join(",".join(str(v) for v in row) + "\n" for row in X[:6].tolist()))
+    proc = run_cli(
+        "predict",
+        "--job-display-name",
+        "csv",
+        "--instances-format",
+        "csv",
+        "--gcs-source-uris",
+        str(data),
+        "--gcs-destination-output-uri-prefix",
+        str(tmp_path / "out"),
+        "--model-uri",
+        sklearn_model_dir,
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["completion_stats"]["successful_count"] == 5
+    assert "looks like data, not a header" in proc.stderr
+    assert "Add a header row" in proc.stderr
+    data.write_text("a,b,c,d\n" + "1,2,3,4\n")
+    proc = run_cli(
+        "predict",
+        "--job-display-name",
+        "csv",
+        "--instances-format",
+        "csv",
+        "--gcs-source-uris",
+        str(data),
+        "--gcs-destination-output-uri-prefix",
+        str(tmp_path / "out2"),
+        "--model-uri",
+        sklearn_model_dir,
+        "--no-progress",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "looks like data" not in proc.stderr

@@ -91,7 +91,8 @@ def test_csv_bad_rows_fail_alone(tmp_path):
     assert out.instances == [[1.0, 2.0], [4.0, 5.0]]
     messages = [str(e) for _, e in out.failures]
     assert len(messages) == 3
-    assert any("could not convert" in m for m in messages)
+    assert any("an unquoted value is not a number" in m for m in messages)
+    assert not any("abc" in m for m in messages)  # the row goes to the errors file, not stats
     assert any("has 3 values; the header has 2" in m for m in messages)
 
 
@@ -198,3 +199,23 @@ def test_jsonl_objects_as_arrays_name_their_values():
     out = convert_json([{"id": 1, "a": 2, "b": 3}], cfg)
     assert out.instances == [[3, 2]]
     assert out.columns == ["b", "a"]
+
+
+def test_per_instance_messages_name_the_cause_without_instance_values():
+    cfg = InstanceConfig(key_field="id", included_fields=("a", "zz"), instance_type="array")
+    values = [{"a": i, "secret": f"v{i}"} for i in range(50)]  # no id, no zz
+    out = convert_json(values + [[1, 2], "text"], cfg)
+    messages = {str(e) for _, e in out.failures}
+    # 52 failures, 2 causes: a message never embeds the instance, so errors_stats groups them
+    assert len(out.failures) == 52
+    assert messages == {
+        "key_field 'id' is missing from the instance.",
+        "key_field, included_fields and excluded_fields need a JSON object on each line; "
+        "got a JSON array.",
+        "key_field, included_fields and excluded_fields need a JSON object on each line; "
+        "got a JSON string.",
+    }
+    out = convert_json([{"id": i, "a": 1} for i in range(5)], cfg)
+    assert {str(e) for _, e in out.failures} == {
+        "included_fields ['zz'] missing from the instance."
+    }

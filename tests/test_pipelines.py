@@ -111,3 +111,81 @@ def test_regression_pipeline_with_xgboost(regression):
     html = Path(out["report"].path).read_text()
     for text in ("RMSE", "MAE", "R2", "Residuals"):
         assert text in html
+
+
+def test_predictions_land_under_the_batch_predict_steps_own_directory(classification):
+    _, summary = classification
+    predictions = Path(summary.outputs["predictions_directory"].uri)
+    assert predictions.parent == Path(summary.run_directory, "model-batch-predict")
+    assert predictions.name.startswith("prediction-tabular-classification-")
+    assert not list(Path(summary.run_directory, "prepare-instances").glob("**/prediction.*"))
+
+
+def test_every_file_the_steps_wrote_is_readable_by_others(classification):
+    _, summary = classification
+    checked = 0
+    for dirpath, _, files in os.walk(summary.run_directory):
+        for name in files:
+            mode = os.stat(os.path.join(dirpath, name)).st_mode & 0o777
+            assert mode & 0o044 == 0o044, (os.path.join(dirpath, name), oct(mode))
+            checked += 1
+    assert checked > 10
+
+
+def test_the_report_has_an_html_name(classification):
+    _, summary = classification
+    report = summary.outputs["report"]
+    assert report.uri.endswith("/evaluate/report.html")
+    assert Path(report.path).read_text().startswith("<!DOCTYPE html>")
+
+
+def test_runner_is_quiet_by_default_and_keeps_the_step_logs(classification, capsys):
+    root, _ = classification
+    assert main(["tabular_classification", "--cache", "--pipeline-root", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "Running pipeline" not in captured.out + captured.err
+    log_path = captured.out.split("Step logs: ")[1].split()[0]
+    assert "Running pipeline" in Path(log_path).read_text()
+    argv = ["tabular_classification", "--cache", "--verbose", "--pipeline-root", str(root)]
+    assert main(argv) == 0
+    assert "Running pipeline" in capsys.readouterr().out
+
+
+def test_a_failed_step_prints_its_error_run_directory_and_report_and_exits_1(tmp_path, capsys):
+    argv = ["tabular_classification", "--pipeline-root", str(tmp_path)]
+    assert main([*argv, "--param", "min_accuracy=0.9999"]) == 1
+    err = capsys.readouterr().err
+    assert "failed at step evaluate:" in err
+    assert "UserError: Quality gate failed: accuracy=" in err
+    run_dir = err.split("Run directory: ")[1].split()[0]
+    assert Path(run_dir, "evaluate").is_dir()
+    report = err.split("Report: file://")[1].split()[0]
+    assert report.endswith("report.html") and Path(report).exists()
+    assert "Traceback" not in err
+
+
+def test_vertex_custom_model_runs_its_local_form_without_arguments(tmp_path, capsys):
+    assert main(["vertex_custom_model", "--pipeline-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "successful 200, failed 0" in out
+    predictions = out.split("output directory ")[1].split()[0]
+    assert (
+        Path(predictions).parent
+        == tmp_path / "vertex_custom_model_inputs" / "bucket" / "predictions"
+    )
+
+
+def test_helpers_are_not_listed_as_pipelines(capsys):
+    from pipelines.run import available_pipelines
+
+    assert available_pipelines() == [
+        "tabular_classification",
+        "tabular_regression",
+        "vertex_custom_model",
+    ]
+    with pytest.raises(SystemExit, match="No pipeline '_tabular'"):
+        main(["_tabular"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "tabular_classification, tabular_regression, vertex_custom_model" in shown

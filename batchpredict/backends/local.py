@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -18,6 +19,11 @@ from batchpredict.result import JOB_STATE_SUCCEEDED, JobResult
 from batchpredict.spec import BatchPredictionJobSpec
 
 log = logging.getLogger(__name__)
+
+# Distinct causes the failure summary on stderr names (errors_stats has them all).
+SUMMARY_CAUSES = 3
+# Frameworks whose prebuilt containers call predict on arrays (``np.asarray(instances)``).
+ARRAY_FRAMEWORKS = ("sklearn", "xgboost")
 
 
 def instance_config(spec: BatchPredictionJobSpec) -> InstanceConfig:
@@ -140,6 +146,8 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         },
     )
     location = destination.location
+    if counts.failed:
+        print(failure_summary(spec, counts, destination), file=sys.stderr, flush=True)
     result = JobResult(
         state=JOB_STATE_SUCCEEDED,
         resource_name=f"local://{location}",
@@ -154,7 +162,41 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         raise UserError(
             f"{counts.failed} of {counts.read} instances failed "
             f"({counts.failed / counts.read:.1%}), above max_failed_fraction="
-            f"{spec.max_failed_fraction}. See {location} (prediction.errors_stats-*, "
-            "prediction.errors-*) for the reasons."
+            f"{spec.max_failed_fraction}. Failed instances and their errors: "
+            f"{destination.errors_location}."
         )
     return result
+
+
+def failure_summary(spec: BatchPredictionJobSpec, counts: Any, destination: Destination) -> str:
+    """What a job with failed instances prints on stderr (and so in a pipeline step's log).
+
+    The count, the most frequent causes, where the failed instances are, and, when every instance
+    failed the same way after JSON objects went to a model that takes arrays, the settings that
+    send arrays instead.
+    """
+    share = counts.failed / counts.read if counts.read else 1.0
+    lines = [
+        f"batchpredict: {counts.failed} of {counts.read} instances failed ({share:.1%}); "
+        f"job {spec.job_display_name!r}. Most frequent causes:"
+    ]
+    for message, n in counts.errors.most_common(SUMMARY_CAUSES):
+        lines.append(f"  {n} x {message}")
+    if len(counts.errors) > SUMMARY_CAUSES:
+        lines.append(f"  ... {len(counts.errors) - SUMMARY_CAUSES} more distinct causes")
+    lines.append(f"Failed instances with their errors: {destination.errors_location}")
+    framework = counts.framework
+    if (
+        counts.successful == 0
+        and len(counts.errors) == 1
+        and counts.object_instances
+        and spec.instance_type != "array"
+        and framework in ARRAY_FRAMEWORKS
+    ):
+        lines.append(
+            f"Hint: the {framework} model received JSON objects, but it predicts on arrays "
+            "(numpy.asarray(instances)). Send arrays: instance_type='array' with "
+            "included_fields=[the model's features, in training order]"
+            + (f" (key_field={spec.key_field!r} stays out of them)." if spec.key_field else ".")
+        )
+    return "\n".join(lines)

@@ -522,6 +522,11 @@ class BigQueryDestination(Destination):
         """``bq://project.dataset.table`` of the predictions table."""
         return f"bq://{self.ref.dataset_id}.{self.predictions_table}"
 
+    @property
+    def errors_location(self) -> str:
+        """``bq://project.dataset.table`` of the errors table."""
+        return f"bq://{self.ref.dataset_id}.{self.errors_table}"
+
     def use_source_table(self, source: BigQuerySource) -> None:
         """Keeps the input table's types for the instance columns, and its location."""
         self.dataset_location = source.location

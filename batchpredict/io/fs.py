@@ -5,7 +5,9 @@ Everything goes through fsspec, so a new scheme needs no change in the engine.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from typing import Any
 
 import fsspec
@@ -19,6 +21,15 @@ GCS_SCHEMES = ("gs://", "gcs://")
 # Set to ``host:port`` (or a URL) to use a Cloud Storage emulator instead of Google's endpoint;
 # gcsfs and google-cloud-storage both honour it.
 STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+# Cloud Storage's endpoint, checked once per process before the first gs:// call, so that a
+# machine without credentials or network fails in seconds with one line instead of retrying.
+GCS_HOST = "storage.googleapis.com"
+GCS_PORT = 443
+CONNECT_TIMEOUT_SECONDS = 5.0
+# Client libraries that log each retry with a traceback; their warnings still show.
+QUIET_LOGGERS = ("gcsfs", "google.auth", "google.cloud", "urllib3", "aiohttp")
+
+_gcs_checked = False
 
 
 def normalize_uri(uri: str) -> str:
@@ -53,8 +64,53 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
 
         gcs = GCSFileSystem(token="anon")
         return gcs, gcs._strip_protocol(uri)
+    if uri.startswith(GCS_SCHEMES):
+        check_gcs_access(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
+
+
+def check_gcs_access(uri: str) -> None:
+    """Fails in seconds, in one line, when Cloud Storage cannot work from this machine.
+
+    Checked once per process: Application Default Credentials exist, and Cloud Storage's host
+    answers. Without this, gcsfs retries for a minute or more and a missing bucket and an
+    unreachable host look alike ("does not exist").
+
+    Raises:
+        UserError: no credentials (and how to get them), or the host is unreachable.
+    """
+    global _gcs_checked
+    if _gcs_checked:
+        return
+    quiet_client_loggers()
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        raise UserError(
+            f"Cannot read or write {uri!r}: no Application Default Credentials for Cloud "
+            "Storage. Run `gcloud auth application-default login`, or set "
+            "GOOGLE_APPLICATION_CREDENTIALS to a service account key file (on Vertex AI and GCE "
+            f"the attached service account is used); for an emulator set {STORAGE_EMULATOR_ENV}."
+        ) from None
+    try:
+        socket.create_connection((GCS_HOST, GCS_PORT), timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except OSError as err:
+        raise UserError(
+            f"Cannot read or write {uri!r}: Cloud Storage ({GCS_HOST}:{GCS_PORT}) is unreachable "
+            f"from this machine ({err.strerror or err}). Check the network, proxy or firewall; "
+            "this is not a missing bucket or object."
+        ) from None
+    _gcs_checked = True
+
+
+def quiet_client_loggers() -> None:
+    """Keeps client libraries' retry tracebacks out of the output (errors are reported by us)."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def full_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:

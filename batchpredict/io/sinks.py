@@ -157,6 +157,11 @@ class Destination(ABC):
         """The final output location (directory URI)."""
 
     @property
+    def errors_location(self) -> str:
+        """Where failed instances are written, for messages (a file pattern or a table)."""
+        return self.location
+
+    @property
     def dataset_uri(self) -> str:
         """``bq://project.dataset`` of BigQuery output; empty for other destinations."""
         return ""
@@ -182,6 +187,11 @@ class DirectoryDestination(Destination):
     def location(self) -> str:
         """``<prefix>/<dir_name>``."""
         return fs.join(self.prefix, self.dir_name)
+
+    @property
+    def errors_location(self) -> str:
+        """``<prefix>/<dir_name>/prediction.errors-*``."""
+        return fs.join(self.location, f"prediction.{layout.ERRORS}-*")
 
     def prepare(self) -> None:
         """Creates the temporary directory; on an object store, checks the bucket can be written."""

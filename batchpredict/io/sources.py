@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from batchpredict.errors import CODE_INVALID_ARGUMENT, InstanceError, UserError
 from batchpredict.instances import Converted, InstanceConfig, TableConverter, convert_json
 from batchpredict.io import fs
 from batchpredict.io.tfrecord import TFRecordError, read_records
+
+log = logging.getLogger(__name__)
 
 # Line files larger than this are split into byte ranges read by different workers.
 SPLIT_BYTES = 16 * 1024 * 1024
@@ -186,6 +189,14 @@ class CsvSource(LineSource):
                     f"CSV input {uri!r} has no header row; Vertex's csv format needs one."
                 )
             columns = next(csv.reader([_decoded(first).rstrip("\r\n")]))
+            if _looks_like_data(_decoded(first).rstrip("\r\n")):
+                log.warning(
+                    "The first row of CSV input %s looks like data, not a header: %s. Vertex's "
+                    "csv format reads the first row of each file as the column names, so this "
+                    "row is not predicted. Add a header row (the column names) to the file.",
+                    uri,
+                    ",".join(columns)[:200],
+                )
             self._headers[uri] = (columns, len(first))
         return self._headers[uri]
 
@@ -213,7 +224,16 @@ class CsvSource(LineSource):
             text = _decoded(ln).rstrip("\r")
             try:
                 row = next(csv.reader([text], quoting=csv.QUOTE_NONNUMERIC))
-            except (ValueError, csv.Error) as err:
+            except ValueError:  # "could not convert string to float: '<cell>'": no values
+                failures.append(
+                    _failure(
+                        text,
+                        "Invalid CSV row: an unquoted value is not a number; unquoted values "
+                        'are numbers, strings are written in double quotes ("...").',
+                    )
+                )
+                continue
+            except csv.Error as err:
                 failures.append(_failure(text, f"Invalid CSV row: {err}"))
                 continue
             if len(row) != width:
@@ -236,6 +256,15 @@ class CsvSource(LineSource):
         out = conv.convert(rows)
         out.failures[:0] = failures
         return out
+
+
+def _looks_like_data(first_row: str) -> bool:
+    """True when every cell of a CSV header row is an unquoted number: a data row, not names."""
+    try:
+        cells = next(csv.reader([first_row], quoting=csv.QUOTE_NONNUMERIC))
+    except (ValueError, csv.Error):
+        return False  # a cell is not a number: names
+    return bool(cells) and all(isinstance(c, float) for c in cells)
 
 
 def _unquoted_empty_column(text: str, columns: list[str]) -> str | None:

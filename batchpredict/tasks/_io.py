@@ -21,6 +21,8 @@ import pyarrow.parquet as pq
 from batchpredict.errors import UserError
 
 PARQUET_MAGIC = b"PAR1"
+# The mode open() asks for when it creates a file, before the umask applies.
+NEW_FILE_MODE = 0o666
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
 
 
@@ -103,11 +105,21 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        # mkstemp creates 0600; the file gets the mode a plain open() would give (0644 under the
+        # usual umask), so shared pipeline roots and other uids (DockerRunner) can read it.
+        os.chmod(tmp, NEW_FILE_MODE & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def table_schema(table: pa.Table) -> dict[str, str]:

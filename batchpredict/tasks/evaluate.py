@@ -47,7 +47,7 @@ METRIC_ALIASES = {
 }
 # Thresholds of Google's confidenceMetrics list: 0.00, 0.05, ..., 1.00.
 CONFIDENCE_THRESHOLDS = tuple(round(i / 20, 2) for i in range(21))
-REPORT_FILE = "report.html"
+REPORT_SUFFIX = ".html"
 METRICS_FILE = "metrics.json"
 
 
@@ -464,6 +464,10 @@ def run_evaluate(
         "Successful / failed": f"{meta.get('successful_count', '?')} / "
         f"{meta.get('failed_count', '?')}",
     }
+    # An .html name, so that a browser opening the file (or the printed file:// link) renders it
+    # instead of showing the source; KFP records the changed URI in the step's outputs.
+    if not report.uri.endswith(REPORT_SUFFIX):
+        report.uri = report.uri + REPORT_SUFFIX
     write_text(render_report(evaluation, title=title, context=context), report.path)
     if evaluation.gate and not evaluation.gate["passed"]:
         g = evaluation.gate
