@@ -28,8 +28,7 @@ from batchpredict.errors import (
     InternalError,
     UserError,
 )
-from batchpredict.io.sinks import Destination, ShardWriter
-from batchpredict.io.sources import Source, Split
+from batchpredict.io.base import Destination, ShardWriter, Source, Split
 from batchpredict.models import ModelHandler, ModelRef, handler_class, load_handler
 from batchpredict.progress import Progress
 

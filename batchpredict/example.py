@@ -25,7 +25,7 @@ def make_example_inputs(workdir: str, rows: int) -> tuple[str, str, list[str]]:
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from batchpredict.io.sinks import dumps
+    from batchpredict.io.encoding import dumps
 
     data = load_breast_cancer()
     X, y = data.data, data.target

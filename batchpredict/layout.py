@@ -5,6 +5,9 @@
 ``prediction.errors_stats-00000-of-00001`` and, from this toolkit,
 ``prediction.errors-SSSSS-of-NNNNN`` (failed instances with their error) and
 ``completion_stats.json``.
+
+AutoML models write ``predictions_N.jsonl`` / ``predictions_N.csv`` and ``errors_N.jsonl`` instead;
+``io/results.py`` reads both layouts by the names defined here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import datetime as dt
 
 RESULTS = "results"
 ERRORS = "errors"
-ERRORS_STATS_FILE = "prediction.errors_stats-00000-of-00001"
+ERRORS_STATS = "errors_stats"
+ERRORS_STATS_FILE = f"prediction.{ERRORS_STATS}-00000-of-00001"
+PREDICTION_DIR_PREFIX = "prediction-"
+# AutoML's output files (tabular, image, text models).
+AUTOML_RESULTS_GLOBS = ("predictions_*.jsonl", "predictions_*.csv")
+AUTOML_ERRORS_GLOBS = ("errors_*.jsonl",)
 COMPLETION_STATS_FILE = "completion_stats.json"
 FORMAT_EXTENSIONS = {"jsonl": "", "csv": ".csv", "parquet": ".parquet"}
 
@@ -26,13 +34,18 @@ def timestamp(now: dt.datetime | None = None) -> str:
 
 def output_directory_name(model_display_name: str, now: dt.datetime | None = None) -> str:
     """``prediction-<model-display-name>-<timestamp>``."""
-    return f"prediction-{model_display_name.replace('/', '_')}-{timestamp(now)}"
+    return f"{PREDICTION_DIR_PREFIX}{model_display_name.replace('/', '_')}-{timestamp(now)}"
 
 
 def shard_name(kind: str, index: int, count: int, predictions_format: str = "jsonl") -> str:
     """``prediction.<kind>-SSSSS-of-NNNNN`` plus the format's extension (none for JSONL)."""
     ext = FORMAT_EXTENSIONS[predictions_format] if kind == RESULTS else ""
     return f"prediction.{kind}-{index:05d}-of-{count:05d}{ext}"
+
+
+def shard_glob(kind: str) -> str:
+    """``prediction.<kind>-*``: every shard of ``kind``, whatever its count and extension."""
+    return f"prediction.{kind}-*"
 
 
 def errors_stats_lines(counts: dict[str, int]) -> str:

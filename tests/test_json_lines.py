@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchpredict.io.sinks import dumps_bytes, dumps_many
+from batchpredict.io.encoding import dumps_bytes, dumps_many
 
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),

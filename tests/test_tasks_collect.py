@@ -11,11 +11,10 @@ import pytest
 from kfp import dsl
 
 from batchpredict.errors import UserError
+from batchpredict.io.results import find_prediction_files, read_errors_stats
 from batchpredict.tasks.collect import (
     check_failed_fraction,
     collect_predictions,
-    find_prediction_files,
-    read_errors_stats,
     run_collect_predictions,
     write_collected,
 )

@@ -12,8 +12,9 @@ from batchpredict.engine import JobPlan, run_job
 from batchpredict.errors import InternalError, UserError
 from batchpredict.instances import InstanceConfig
 from batchpredict.io import fs
-from batchpredict.io.sinks import Destination, DirectoryDestination
-from batchpredict.io.sources import Source, make_source
+from batchpredict.io.base import Destination, Source
+from batchpredict.io.sinks import DirectoryDestination
+from batchpredict.io.sources import make_source
 from batchpredict.models import resolve_model
 from batchpredict.result import JOB_STATE_SUCCEEDED, JobResult
 from batchpredict.spec import BatchPredictionJobSpec

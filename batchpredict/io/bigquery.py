@@ -48,8 +48,8 @@ import orjson
 from batchpredict import layout
 from batchpredict.errors import InstanceError, InternalError, UserError
 from batchpredict.instances import InstanceConfig, TableConverter
-from batchpredict.io.sinks import Destination, ShardWriter, dumps
-from batchpredict.io.sources import Batch, Source, Split
+from batchpredict.io.base import Batch, Destination, ShardWriter, Source, Split
+from batchpredict.io.encoding import dumps
 
 log = logging.getLogger(__name__)
 

@@ -12,164 +12,17 @@ import contextlib
 import csv
 import json
 import uuid
-from abc import ABC, abstractmethod
-from bisect import bisect_right
-from itertools import accumulate
+from abc import abstractmethod
 from typing import Any
-
-import orjson
 
 from batchpredict import layout
 from batchpredict.errors import InstanceError, UserError
 from batchpredict.io import fs
+from batchpredict.io.base import Destination, ShardWriter
+from batchpredict.io.encoding import dumps, dumps_many
 
 # Written and deleted under the temporary prefix before work starts, to check write access.
 REMOTE_PROBE_FILE = ".write-probe"
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-# Python json.dumps formatting (default separators), as Vertex writes its result lines.
-_encode = json.JSONEncoder(default=_json_default).encode
-
-
-# orjson output differs from json.dumps only where these bytes appear: strings (keys, values;
-# separators inside them must not change), exponents and true/false ("e"), values below 1e-4 that
-# orjson writes as 0.0000x and Python as x e-05, and NaN/Infinity (orjson: null).
-_ORJSON_UNSAFE = (b'"', b"e", b"0.0000", b"null")
-
-
-def dumps(value: Any) -> str:
-    """JSON text exactly as Python's ``json.dumps`` writes it."""
-    return _encode(value)
-
-
-def dumps_bytes(value: Any) -> bytes:
-    """``json.dumps(value)`` as UTF-8 bytes, 5-10x faster for numbers and lists of numbers.
-
-    orjson formats numbers with the same shortest round-trip digits as Python's repr; where its
-    text could differ from json.dumps (see _ORJSON_UNSAFE) the standard encoder is used instead.
-    """
-    try:
-        out = orjson.dumps(value)
-    except TypeError:
-        return _encode(value).encode()
-    for marker in _ORJSON_UNSAFE:
-        if marker in out:
-            return _encode(value).encode()
-    return out.replace(b",", b", ")
-
-
-_NUMBER_UNSAFE = (b"e", b"0.0000", b"null")
-
-
-def _positions(data: bytes, markers: tuple[bytes, ...]) -> list[int]:
-    """Start offsets of every occurrence of each marker (bytes.find: memchr-fast)."""
-    found = []
-    for marker in markers:
-        pos = data.find(marker)
-        while pos != -1:
-            found.append(pos)
-            pos = data.find(marker, pos + 1)
-    return found
-
-
-def dumps_many(values: list[Any]) -> list[bytes]:
-    """``[dumps_bytes(v) for v in values]``, with one orjson call for flat batches.
-
-    A batch of numbers, or of flat lists of numbers (the common instance and prediction shapes),
-    is encoded at once and split into values; the few values whose text could differ from
-    json.dumps (found by scanning the batch once per marker) are re-encoded alone. Anything else
-    goes value by value.
-    """
-    if not values:
-        return []
-    try:
-        out = orjson.dumps(values)
-    except TypeError:
-        return [dumps_bytes(v) for v in values]
-    if b'"' in out or b"{" in out:
-        return [dumps_bytes(v) for v in values]
-    brackets = out.count(b"[")
-    if brackets == 1:  # numbers
-        body, sep = out[1:-1].replace(b",", b", "), b", "
-    elif brackets == len(values) + 1 and out.startswith(b"[["):  # flat lists of numbers
-        body, sep = out[2:-2].replace(b",", b", "), b"], ["
-    else:
-        return [dumps_bytes(v) for v in values]
-    parts = body.split(sep)
-    if brackets > 1:
-        parts = [b"[" + p + b"]" for p in parts]
-    unsafe = _positions(body, _NUMBER_UNSAFE)
-    if unsafe:
-        starts = list(accumulate((len(p) + len(sep) for p in parts), initial=0))
-        if brackets > 1:  # parts gained their brackets: body offsets are 2 bytes shorter each
-            starts = [start - 2 * i for i, start in enumerate(starts)]
-        for i in {bisect_right(starts, pos) - 1 for pos in unsafe}:
-            parts[i] = _encode(values[i]).encode()
-    return parts
-
-
-class ShardWriter(ABC):
-    """Writes one worker's results and failed instances."""
-
-    @abstractmethod
-    def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
-        """Writes successful results: each display (instance or key) with its prediction."""
-
-    @abstractmethod
-    def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
-        """Writes failed instances with their ``error: {code, message}``."""
-
-    @abstractmethod
-    def close(self) -> None:
-        """Flushes and closes the shard."""
-
-
-class Destination(ABC):
-    """Where a job's output goes."""
-
-    @abstractmethod
-    def prepare(self) -> None:
-        """Creates what workers write into (main process, before work starts)."""
-
-    @abstractmethod
-    def shard_writer(self, index: int, count: int) -> ShardWriter:
-        """The writer for shard ``index`` of ``count`` (called in the worker)."""
-
-    @abstractmethod
-    def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
-        """Writes the summaries and publishes the output."""
-
-    @abstractmethod
-    def abort(self) -> None:
-        """Removes partial output after a job-level failure."""
-
-    @property
-    @abstractmethod
-    def location(self) -> str:
-        """The final output location (directory URI)."""
-
-    @property
-    def errors_location(self) -> str:
-        """Where failed instances are written, for messages (a file pattern or a table)."""
-        return self.location
-
-    @property
-    def dataset_uri(self) -> str:
-        """``bq://project.dataset`` of BigQuery output; empty for other destinations."""
-        return ""
-
-    @property
-    def table_name(self) -> str:
-        """The predictions table of BigQuery output; empty for other destinations."""
-        return ""
 
 
 class DirectoryDestination(Destination):
@@ -214,9 +67,7 @@ class DirectoryDestination(Destination):
         )
         errors = fs.join(self.tmp_uri, layout.shard_name(layout.ERRORS, index, count))
         label = "key" if self.key_mode else "instance"
-        if self.predictions_format == "jsonl":
-            return JsonlShardWriter(results, errors, label)
-        return TabularShardWriter(results, errors, label, self.predictions_format)
+        return SHARD_WRITERS[self.predictions_format](results, errors, label)
 
     def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
         """Writes errors_stats and completion_stats, then renames the directory into place."""
@@ -326,22 +177,26 @@ class JsonlShardWriter(ShardWriter):
         self._errors.close()
 
 
-class TabularShardWriter(ShardWriter):
-    """CSV or Parquet results: the key (or one column per instance value), then ``prediction``.
+class TableShardWriter(ShardWriter):
+    """Results as a table: the key (or one column per instance value), then ``prediction``.
 
-    Nested values (lists, objects) are written as JSON text; scalars as themselves.
+    Nested values (lists, objects) are written as JSON text; scalars as themselves. The header
+    comes from the first row; failed instances go to a JSONL errors shard, as with JSONL results.
+    Subclasses write the rows in one file format.
     """
 
-    def __init__(self, results_uri: str, errors_uri: str, label: str, fmt: str) -> None:
+    def __init__(self, results_uri: str, errors_uri: str, label: str) -> None:
         """Opens the errors file now; the results file when the first rows arrive."""
         self.label = label
-        self.fmt = fmt
         self.results_uri = results_uri
         self._errors = fs.open_file(errors_uri, "w")
         self._header: list[str] | None = None
-        self._file: Any = None
-        self._csv: Any = None
-        self._parquet: Any = None
+
+    @property
+    def header(self) -> list[str]:
+        """The results' column names (set by the first rows, or at close)."""
+        assert self._header is not None
+        return self._header
 
     def _columns_for(self, display: Any, columns: list[str] | None) -> list[str]:
         if self.label == "key":
@@ -358,9 +213,9 @@ class TabularShardWriter(ShardWriter):
         if self.label == "key" or not isinstance(display, (dict, list)):
             values = [display]
         elif isinstance(display, dict):
-            values = [display.get(c) for c in self._header[:-1]]  # type: ignore[index]
+            values = [display.get(c) for c in self.header[:-1]]
         else:
-            width = len(self._header) - 1  # type: ignore[arg-type]
+            width = len(self.header) - 1
             values = list(display[:width]) + [None] * (width - len(display))
         return [_cell(v) for v in values] + [_cell(prediction)]
 
@@ -370,36 +225,8 @@ class TabularShardWriter(ShardWriter):
             return
         if self._header is None:
             self._header = self._columns_for(displays[0], columns) + ["prediction"]
-            self._open()
-        rows = [self._row(d, p) for d, p in zip(displays, predictions)]
-        if self.fmt == "csv":
-            self._csv.writerows(rows)
-        else:
-            import pyarrow as pa
-
-            self._ensure_parquet(rows)
-            table = pa.Table.from_pylist(
-                [dict(zip(self._header, r)) for r in rows], schema=self._parquet.schema
-            )
-            self._parquet.write_table(table)
-
-    def _open(self) -> None:
-        assert self._header is not None
-        if self.fmt == "csv":
-            self._file = fs.open_file(self.results_uri, "w", newline="")
-            self._csv = csv.writer(self._file)
-            self._csv.writerow(self._header)
-        else:
-            self._file = fs.open_file(self.results_uri, "wb")
-            self._parquet = None
-
-    def _ensure_parquet(self, sample: list[list[Any]]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self._parquet is None:
-            table = pa.Table.from_pylist([dict(zip(self._header or [], r)) for r in sample])
-            self._parquet = pq.ParquetWriter(self._file, table.schema)
+            self._start()
+        self._write_rows([self._row(d, p) for d, p in zip(displays, predictions)])
 
     def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
         """Failed instances go to the JSONL errors shard, whatever the results format."""
@@ -409,17 +236,64 @@ class TabularShardWriter(ShardWriter):
         """Closes the files; an empty shard still gets its header (CSV) or schema (Parquet)."""
         if self._header is None:
             self._header = [self.label, "prediction"]
-            self._open()
+            self._start()
+        self._finish()
+        self._errors.close()
+
+    @abstractmethod
+    def _start(self) -> None:
+        """Opens the results file, once the header is known."""
+
+    @abstractmethod
+    def _write_rows(self, rows: list[list[Any]]) -> None:
+        """Appends rows (cells in header order)."""
+
+    @abstractmethod
+    def _finish(self) -> None:
+        """Completes and closes the results file."""
+
+
+class CsvShardWriter(TableShardWriter):
+    """``csv`` results: a header row, then one row per result."""
+
+    def _start(self) -> None:
+        self._file = fs.open_file(self.results_uri, "w", newline="")
+        self._csv = csv.writer(self._file)
+        self._csv.writerow(self.header)
+
+    def _write_rows(self, rows: list[list[Any]]) -> None:
+        self._csv.writerows(rows)
+
+    def _finish(self) -> None:
+        self._file.close()
+
+
+class ParquetShardWriter(TableShardWriter):
+    """``parquet`` results: the schema is inferred from the first rows."""
+
+    def _start(self) -> None:
+        self._file = fs.open_file(self.results_uri, "wb")
+        self._parquet: Any = None
+
+    def _write_rows(self, rows: list[list[Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        records = [dict(zip(self.header, r)) for r in rows]
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._file, pa.Table.from_pylist(records).schema)
+        self._parquet.write_table(pa.Table.from_pylist(records, schema=self._parquet.schema))
+
+    def _finish(self) -> None:
         if self._parquet is not None:
             self._parquet.close()
-        elif self.fmt == "parquet":
+        else:  # no rows: an empty table whose columns are the header, as text
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            schema = pa.schema([(c, pa.string()) for c in self._header])
+            schema = pa.schema([(c, pa.string()) for c in self.header])
             pq.write_table(schema.empty_table(), self._file)
         self._file.close()
-        self._errors.close()
 
 
 def _cell(value: Any) -> Any:
@@ -428,4 +302,18 @@ def _cell(value: Any) -> Any:
     return value
 
 
-__all__ = ["Destination", "DirectoryDestination", "ShardWriter", "dumps"]
+# The shard writer of each ``predictions_format`` written to a directory.
+SHARD_WRITERS: dict[str, type[ShardWriter]] = {
+    "jsonl": JsonlShardWriter,
+    "csv": CsvShardWriter,
+    "parquet": ParquetShardWriter,
+}
+
+__all__ = [
+    "CsvShardWriter",
+    "DirectoryDestination",
+    "JsonlShardWriter",
+    "ParquetShardWriter",
+    "SHARD_WRITERS",
+    "TableShardWriter",
+]

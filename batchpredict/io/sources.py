@@ -12,9 +12,8 @@ from __future__ import annotations
 import base64
 import csv
 import logging
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ import orjson
 from batchpredict.errors import CODE_INVALID_ARGUMENT, InstanceError, UserError
 from batchpredict.instances import Converted, InstanceConfig, TableConverter, convert_json
 from batchpredict.io import fs
+from batchpredict.io.base import Batch, Source, Split
 from batchpredict.io.tfrecord import TFRecordError, read_records
 
 log = logging.getLogger(__name__)
@@ -30,53 +30,6 @@ log = logging.getLogger(__name__)
 SPLIT_BYTES = 16 * 1024 * 1024
 # Bytes read from a line file at a time.
 READ_BLOCK_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Split:
-    """A unit of work: part of one input file.
-
-    Attributes:
-        uri: the file.
-        start: first byte (line files) or row group (Parquet).
-        end: end byte, exclusive (line files); -1 for the whole file.
-        weight: its size in progress units (bytes, or rows for Parquet).
-    """
-
-    uri: str
-    start: int = 0
-    end: int = -1
-    weight: int = 0
-
-
-@dataclass
-class Batch:
-    """Converted records from one split, and the progress units they consumed."""
-
-    converted: Converted
-    work: int = 0
-
-    @property
-    def read_count(self) -> int:
-        """Records read: instances plus failures."""
-        return len(self.converted.instances) + len(self.converted.failures)
-
-
-class Source(ABC):
-    """Plans and reads one input format."""
-
-    def __init__(self, uris: list[str], cfg: InstanceConfig) -> None:
-        """Keeps the (already expanded) input files and the instance config."""
-        self.uris = uris
-        self.cfg = cfg
-
-    @abstractmethod
-    def splits(self) -> list[Split]:
-        """The units of work, planned in the main process."""
-
-    @abstractmethod
-    def batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
-        """Reads ``split`` in converted batches of at most ``batch_size`` records."""
 
 
 def _failure(display: Any, message: str) -> tuple[Any, InstanceError]:

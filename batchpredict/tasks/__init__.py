@@ -11,4 +11,9 @@ without KFP:
 - ``collect``: read a batch prediction output directory (ours or Vertex's) into a table joined
   with the ground truth.
 - ``evaluate``: classification and regression metrics, an HTML report, a quality gate.
+
+What the steps pass to each other (problem types, keys, the ``predicted`` and ``score_<label>``
+columns) is defined once in ``contract``; a task imports ``contract`` and ``batchpredict.io``, never
+another task. Tables are read and written through ``batchpredict.io.tables``, prediction output
+directories through ``batchpredict.io.results``.
 """

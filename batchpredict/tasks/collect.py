@@ -1,56 +1,42 @@
 """Collect predictions: read a batch prediction output directory into one table.
 
-Reads the layouts Vertex AI writes, and ours (the same as Vertex's custom-model layout):
+The output is read by ``io/results.py`` (custom and AutoML layouts, local or ``gs://``), the same
+reader a user's ``JobResult`` uses. Predictions are flattened into columns: ``predicted`` (the label
+or the value) and, where the model gives scores, one ``score_<label>`` column per class. Score
+lists (``predict_proba`` rows), ``{"classes": [...], "scores": [...]}`` dicts (AutoML),
+``{"value": ...}`` dicts (AutoML regression) and a single probability of the positive class
+(XGBoost ``binary:logistic``) are understood. Rows are joined by key with the ground truth; the
+counts of successful, failed and unpredicted rows are reported, and the step fails when too many
+rows have no prediction.
 
-- custom models: ``prediction.results-SSSSS-of-NNNNN`` (JSONL; ``.csv`` and ``.parquet``
-  variants), failed instances in ``prediction.errors-SSSSS-of-NNNNN``, the error summary in
-  ``prediction.errors_stats-SSSSS-of-NNNNN`` (Python ``repr`` of ``(message, count)`` tuples), and
-  locally ``completion_stats.json``;
-- AutoML: ``predictions_N.jsonl`` / ``predictions_N.csv`` and ``errors_N.jsonl``.
-
-Predictions are flattened into columns: ``predicted`` (the label or the value) and, where the model
-gives scores, one ``score_<label>`` column per class. Score lists (``predict_proba`` rows),
-``{"classes": [...], "scores": [...]}`` dicts (AutoML), ``{"value": ...}`` dicts (AutoML
-regression) and a single probability of the positive class (XGBoost ``binary:logistic``) are
-understood. Rows are joined by key with the ground truth; the counts of successful, failed and
-unpredicted rows are reported, and the step fails when too many rows have no prediction.
+The work is a sequence of steps, each returning its values: read the output, read the ground
+truth, decide the problem type, flatten the predictions, key the results, join, build the
+columns, count.
 """
 
 from __future__ import annotations
 
-import ast
-import contextlib
-import fnmatch
 import json
-import math
 import os
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import read_table, write_csv, write_json, write_parquet
-from batchpredict.tasks.dataset import CLASSIFICATION, PROBLEM_TYPES, REGRESSION
-from batchpredict.tasks.prepare import ensure_key_column
+from batchpredict.io.results import PredictionOutput, Record, load_output
+from batchpredict.io.tables import read_table, write_csv, write_json, write_parquet
+from batchpredict.tasks.contract import (
+    CLASSIFICATION,
+    PREDICTED_COLUMN,
+    REGRESSION,
+    check_problem_type,
+    ensure_key_column,
+    normalize_key,
+    score_column,
+)
 
-CUSTOM = "custom"
-AUTOML = "automl"
-RESULTS_PATTERNS = ("prediction.results-*",)
-ERRORS_PATTERNS = ("prediction.errors-*",)
-ERRORS_STATS_PATTERNS = ("prediction.errors_stats-*",)
-AUTOML_RESULTS_PATTERNS = ("predictions_*.jsonl", "predictions_*.csv")
-AUTOML_ERRORS_PATTERNS = ("errors_*.jsonl",)
-COMPLETION_STATS_FILE = "completion_stats.json"
-PREDICTION_DIR_PREFIX = "prediction-"
-
-PREDICTED_COLUMN = "predicted"
-SCORE_PREFIX = "score_"
 PREDICTIONS_PARQUET = "predictions.parquet"
 PREDICTIONS_CSV = "predictions.csv"
 ERRORS_CSV = "errors.csv"
@@ -65,209 +51,12 @@ LABEL_KEYS = ("predicted_label", "label", "class")
 
 
 @dataclass
-class PredictionFiles:
-    """The files of one batch prediction output directory."""
-
-    directory: str
-    layout: str
-    results: list[str]
-    errors: list[str] = field(default_factory=list)
-    errors_stats: list[str] = field(default_factory=list)
-    completion_stats: str = ""
-
-
-@dataclass
-class Record:
-    """One result or error line: its key or instance, and its prediction or error."""
-
-    key: Any = None
-    instance: Any = None
-    prediction: Any = None
-    error: dict[str, Any] | None = None
-
-
-@dataclass
 class CollectResult:
     """The flattened predictions, the failed instances, and the counts."""
 
     table: pa.Table
     errors: pa.Table
     metadata: dict[str, Any]
-
-
-def _fs(path: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(path)
-
-
-def find_prediction_files(directory: str) -> PredictionFiles:
-    """Finds the result, error and stats files of the output in ``directory``.
-
-    ``directory`` is the output directory itself, or a prefix holding exactly one
-    ``prediction-*`` directory.
-    """
-    fs, root = _fs(directory)
-    if not fs.isdir(root):
-        raise UserError(f"Batch prediction output directory {directory!r} does not exist.")
-    names = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
-
-    def match(patterns: tuple[str, ...]) -> list[str]:
-        return [_join(directory, n) for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
-
-    results = match(RESULTS_PATTERNS)
-    if results:
-        stats = _join(directory, COMPLETION_STATS_FILE) if COMPLETION_STATS_FILE in names else ""
-        return PredictionFiles(
-            directory=directory,
-            layout=CUSTOM,
-            results=results,
-            errors=match(ERRORS_PATTERNS),
-            errors_stats=match(ERRORS_STATS_PATTERNS),
-            completion_stats=stats,
-        )
-    automl = match(AUTOML_RESULTS_PATTERNS)
-    if automl:
-        return PredictionFiles(
-            directory=directory, layout=AUTOML, results=automl, errors=match(AUTOML_ERRORS_PATTERNS)
-        )
-    subdirs = [n for n in names if n.startswith(PREDICTION_DIR_PREFIX)]
-    subdirs = [n for n in subdirs if fs.isdir(posixpath.join(root, n))]
-    if len(subdirs) == 1:
-        return find_prediction_files(_join(directory, subdirs[0]))
-    if match(ERRORS_STATS_PATTERNS) or match(ERRORS_PATTERNS + AUTOML_ERRORS_PATTERNS):
-        # Every instance failed: no results file, only errors.
-        return PredictionFiles(
-            directory=directory,
-            layout=CUSTOM if match(ERRORS_STATS_PATTERNS) else AUTOML,
-            results=[],
-            errors=match(ERRORS_PATTERNS + AUTOML_ERRORS_PATTERNS),
-            errors_stats=match(ERRORS_STATS_PATTERNS),
-            completion_stats=_join(directory, COMPLETION_STATS_FILE)
-            if COMPLETION_STATS_FILE in names
-            else "",
-        )
-    if len(subdirs) > 1:
-        raise UserError(
-            f"{directory!r} holds several batch prediction outputs {subdirs}; give one of them."
-        )
-    raise UserError(
-        f"No batch prediction output in {directory!r}: expected prediction.results-* "
-        f"(custom models) or predictions_*.jsonl / .csv (AutoML); found {names[:20]}."
-    )
-
-
-def _join(directory: str, name: str) -> str:
-    return directory.rstrip("/") + "/" + name
-
-
-def _read_bytes(path: str) -> bytes:
-    fs, p = _fs(path)
-    with fs.open(p, "rb") as f:
-        return f.read()
-
-
-def _is_csv(path: str) -> bool:
-    return path.endswith(".csv")
-
-
-def _is_parquet(path: str) -> bool:
-    return path.endswith(".parquet")
-
-
-def read_records(path: str) -> list[Record]:
-    """Reads one results or errors file (JSONL, CSV or Parquet) into records."""
-    if _is_csv(path) or _is_parquet(path):
-        return _read_table_records(path)
-    records = []
-    for n, line in enumerate(_read_bytes(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise UserError(f"{path}:{n} is not a JSON line ({e}): {line[:200]!r}") from e
-        if not isinstance(obj, dict):
-            raise UserError(f"{path}:{n} is not a JSON object: {line[:200]!r}")
-        error = obj.get("error", obj.get("errors"))
-        records.append(
-            Record(
-                key=obj.get("key"),
-                instance=obj.get("instance"),
-                prediction=obj.get("prediction"),
-                error=error if isinstance(error, dict) else None,
-            )
-        )
-    return records
-
-
-def _read_table_records(path: str) -> list[Record]:
-    fs, p = _fs(path)
-    with fs.open(p, "rb") as f:
-        table = pq.read_table(f) if _is_parquet(path) else pacsv.read_csv(f)
-    names = table.column_names
-    prediction_column = "prediction" if "prediction" in names else None
-    error_columns = [c for c in ("error", "errors") if c in names]
-    instance_columns = [
-        c for c in names if c not in ("key", "prediction", "instance", *error_columns)
-    ]
-    cols = {c: table.column(c).to_pylist() for c in names}
-    records = []
-    for i in range(table.num_rows):
-        prediction = cols[prediction_column][i] if prediction_column else None
-        if isinstance(prediction, str) and prediction[:1] in "[{":
-            with contextlib.suppress(ValueError):
-                prediction = json.loads(prediction)
-        if "instance" in cols:
-            instance = cols["instance"][i]
-        else:
-            instance = {c: cols[c][i] for c in instance_columns} or None
-        error = cols[error_columns[0]][i] if error_columns else None
-        if isinstance(error, str):
-            try:
-                error = json.loads(error)
-            except ValueError:
-                error = {"message": error}
-        records.append(
-            Record(
-                key=cols["key"][i] if "key" in cols else None,
-                instance=instance,
-                prediction=prediction,
-                error=error if isinstance(error, dict) else None,
-            )
-        )
-    return records
-
-
-def read_errors_stats(path: str) -> list[tuple[str, int]]:
-    """Parses ``prediction.errors_stats-*``: one ``('message', count)`` tuple per line."""
-    stats = []
-    for line in _read_bytes(path).decode("utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            message, count = ast.literal_eval(line)
-        except (ValueError, SyntaxError, TypeError) as e:
-            raise UserError(f"{path}: not a (message, count) tuple: {line[:200]!r}") from e
-        stats.append((str(message), int(count)))
-    return stats
-
-
-def normalize_key(key: Any) -> str:
-    """The join form of a key: ``3``, ``3.0`` and ``"3"`` all become ``"3"``."""
-    if isinstance(key, bool):
-        return str(key)
-    if isinstance(key, float) and math.isfinite(key) and key.is_integer():
-        return str(int(key))
-    return str(key)
-
-
-def _record_key(record: Record, key_column: str) -> Any:
-    if record.key is not None:
-        return record.key
-    if key_column and isinstance(record.instance, dict):
-        return record.instance.get(key_column)
-    return None
 
 
 def _first(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -431,100 +220,56 @@ def collect_predictions(
     Raises:
         UserError: unreadable output, duplicate or unknown keys.
     """
-    if problem_type and problem_type not in PROBLEM_TYPES:
-        raise UserError(f"Unknown problem_type={problem_type!r}; expected {list(PROBLEM_TYPES)}.")
-    files = find_prediction_files(predictions_dir)
-    results = [r for path in files.results for r in read_records(path)]
-    error_records = [r for path in files.errors for r in read_records(path)]
-    errors_stats = [s for path in files.errors_stats for s in read_errors_stats(path)]
-
+    check_problem_type(problem_type, allow_empty=True)
+    output = load_output(predictions_dir)
     ground_truth = _read_ground_truth(ground_truth_path, key_column, target_column)
-    target_type = (
-        ground_truth.column(target_column).type if ground_truth and target_column else None
-    )
+    target = ground_truth.column(target_column) if ground_truth and target_column else None
+    target_type = target.type if target is not None else None
     class_labels = list(class_labels or [])
-    problem_type = problem_type or _infer_problem_type(results, class_labels, target_type)
-    predictions = [r.prediction for r in results]
-    binary = problem_type == CLASSIFICATION and _looks_like_binary_probabilities(
-        predictions, class_labels
+    problem_type = problem_type or _infer_problem_type(output.results, class_labels, target_type)
+    flat = _flatten_all([r.prediction for r in output.results], problem_type, class_labels)
+    keys = [r.key_in(key_column) for r in output.results]
+    row_keys = _row_keys(keys)
+    if ground_truth is not None:
+        failed_keys = {
+            normalize_key(k) for k in (r.key_in(key_column) for r in output.errors) if k is not None
+        }
+        joined = _join_ground_truth(ground_truth, row_keys, key_column, target_column, failed_keys)
+    else:
+        joined = _Joined(order=list(range(len(keys))))
+        if key_column:
+            joined.columns[key_column] = pa.array(keys)
+    columns = dict(joined.columns)
+    predicted_values = [flat[i].predicted for i in joined.order]
+    predicted, label_type, target_as_text = _predicted_column(
+        predicted_values, problem_type, class_labels, joined.columns.get(target_column)
     )
-    flat = [flatten_prediction(p, problem_type, class_labels, binary) for p in predictions]
-
-    keys = [_record_key(r, key_column) for r in results]
-    row_keys = [None if k is None else normalize_key(k) for k in keys]
-    _check_unique(row_keys)
-    meta: dict[str, Any] = {
-        "layout": files.layout,
-        "predictions_directory": files.directory,
+    if target_as_text is not None:
+        columns[target_column] = target_as_text
+    columns[PREDICTED_COLUMN] = predicted
+    scores, score_labels = _score_columns(flat, joined.order, class_labels, label_type)
+    columns.update(scores)
+    columns.update(_extra_columns(flat, joined.order))
+    table = pa.table(columns)
+    labels_out = _labels_out(class_labels, label_type, score_labels)
+    metadata = {
+        "layout": output.files.layout,
+        "predictions_directory": output.files.directory,
         "problem_type": problem_type,
         "key_column": key_column,
         "target_column": target_column,
+        **joined.counts,
+        "rows": table.num_rows,
+        "columns": table.column_names,
+        "class_labels": labels_out,
+        "class_names": _names_out(class_names, labels_out),
+        "score_columns": [score_column(c) for c in score_labels],
+        **_failure_counts(output, joined.counts),
     }
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
-    order = list(range(len(results)))
-    if ground_truth is not None:
-        failed_keys = {
-            normalize_key(k)
-            for k in (_record_key(r, key_column) for r in error_records)
-            if k is not None
-        }
-        order = _join_ground_truth(
-            ground_truth, row_keys, key_column, target_column, failed_keys, columns, meta
-        )
-    elif key_column:
-        columns[key_column] = pa.array([keys[i] for i in order])
-
-    predicted_values = [flat[i].predicted for i in order]
-    if problem_type == REGRESSION:
-        try:
-            columns[PREDICTED_COLUMN] = pa.array(
-                [None if v is None else float(v) for v in predicted_values], pa.float64()
-            )
-        except (TypeError, ValueError) as e:
-            raise UserError(f"Regression predictions must be numbers: {e}") from e
-        label_type = None
-    else:
-        label_type = _label_columns(
-            predicted_values, class_labels, target_type, target_column, columns
-        )
-    score_labels = _score_columns(flat, order, class_labels, label_type, columns)
-    _extra_columns(flat, order, columns)
-    table = pa.table(columns)
-
-    labels_out = list(class_labels)
-    if class_labels and label_type is not None:
-        coerced = _coerce(class_labels, label_type)
-        labels_out = coerced.to_pylist() if coerced is not None else labels_out
-    labels_out = score_labels or labels_out
-    names_out = list(class_names or [])
-    if len(names_out) != len(labels_out):
-        names_out = [str(c) for c in labels_out]
-    successful = len(results)
-    failed = len(error_records) or sum(c for _, c in errors_stats)
-    total = successful + failed
-    job_fraction = failed / total if total else 0.0
-    missing_fraction = (
-        meta["unpredicted_rows"] / meta["ground_truth_rows"]
-        if meta.get("ground_truth_rows")
-        else 0.0
-    )
-    meta.update(
-        {
-            "rows": table.num_rows,
-            "columns": table.column_names,
-            "class_labels": labels_out,
-            "class_names": names_out,
-            "score_columns": [SCORE_PREFIX + normalize_key(c) for c in score_labels],
-            "successful_count": successful,
-            "failed_count": failed,
-            "errors_stats": [list(s) for s in errors_stats],
-            "failed_fraction": max(job_fraction, missing_fraction),
-        }
-    )
-    if files.completion_stats:
-        meta["reported_completion_stats"] = json.loads(_read_bytes(files.completion_stats))
+    if output.completion_stats is not None:
+        metadata["reported_completion_stats"] = output.completion_stats
     return CollectResult(
-        table=table, errors=_errors_table(error_records, key_column), metadata=meta
+        table=table, errors=_errors_table(output.errors, key_column), metadata=metadata
     )
 
 
@@ -542,7 +287,16 @@ def _read_ground_truth(path: str, key_column: str, target_column: str) -> pa.Tab
     return table
 
 
-def _check_unique(row_keys: list[str | None]) -> None:
+def _flatten_all(predictions: list[Any], problem_type: str, class_labels: list[Any]) -> list[_Flat]:
+    binary = problem_type == CLASSIFICATION and _looks_like_binary_probabilities(
+        predictions, class_labels
+    )
+    return [flatten_prediction(p, problem_type, class_labels, binary) for p in predictions]
+
+
+def _row_keys(keys: list[Any]) -> list[str | None]:
+    """The join form of each result's key; refuses a key predicted twice."""
+    row_keys = [None if k is None else normalize_key(k) for k in keys]
     seen: set[str] = set()
     duplicates: list[str] = []
     for k in row_keys:
@@ -555,6 +309,16 @@ def _check_unique(row_keys: list[str | None]) -> None:
             f"{len(duplicates)} keys were predicted more than once, e.g. {duplicates[:5]}; every "
             "instance must have exactly one result."
         )
+    return row_keys
+
+
+@dataclass
+class _Joined:
+    """The results' order, the columns taken from the ground truth, and the join's counts."""
+
+    order: list[int]
+    columns: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
 
 
 def _join_ground_truth(
@@ -563,10 +327,8 @@ def _join_ground_truth(
     key_column: str,
     target_column: str,
     failed_keys: set[str],
-    columns: dict[str, Any],
-    meta: dict[str, Any],
-) -> list[int]:
-    """Adds the key and target columns; returns the result order (ground-truth order)."""
+) -> _Joined:
+    """Orders the results as the ground truth; takes its key and target columns."""
     if any(k is None for k in row_keys):
         raise UserError(
             f"Some predictions carry no key: set key_field={key_column!r} in the batch "
@@ -584,42 +346,49 @@ def _join_ground_truth(
         )
     order = sorted(range(len(row_keys)), key=lambda i: position[row_keys[i]])
     gt_rows = pa.array([position[row_keys[i]] for i in order], pa.int64())
-    columns[key_column] = ground_truth.column(key_column).take(gt_rows)
+    columns = {key_column: ground_truth.column(key_column).take(gt_rows)}
     if target_column:
         columns[target_column] = ground_truth.column(target_column).take(gt_rows)
     predicted = set(row_keys)
     unpredicted = [k for k in gt_keys if k not in predicted]
-    meta["ground_truth_rows"] = len(gt_keys)
-    meta["unpredicted_rows"] = len(unpredicted)
-    meta["unpredicted_keys"] = unpredicted[:MAX_LISTED_KEYS]
-    meta["unpredicted_without_error"] = len([k for k in unpredicted if k not in failed_keys])
-    return order
+    counts = {
+        "ground_truth_rows": len(gt_keys),
+        "unpredicted_rows": len(unpredicted),
+        "unpredicted_keys": unpredicted[:MAX_LISTED_KEYS],
+        "unpredicted_without_error": len([k for k in unpredicted if k not in failed_keys]),
+    }
+    return _Joined(order=order, columns=columns, counts=counts)
 
 
-def _label_columns(
+def _predicted_column(
     predicted_values: list[Any],
+    problem_type: str,
     class_labels: list[Any],
-    target_type: pa.DataType | None,
-    target_column: str,
-    columns: dict[str, Any],
-) -> pa.DataType:
-    """Adds ``predicted`` in the target's type (text when labels do not fit it); returns it."""
-    if target_type is not None:
-        predicted = _coerce(predicted_values, target_type)
-        if predicted is not None and (not class_labels or _coerce(class_labels, target_type)):
-            columns[PREDICTED_COLUMN] = predicted
-            return target_type
-        # Labels that do not fit the target's type (e.g. AutoML's "1" for an int target that
-        # is not a number): compare both as text.
-        columns[target_column] = _coerce(columns[target_column].to_pylist(), pa.string())
-        columns[PREDICTED_COLUMN] = _coerce(predicted_values, pa.string())
-        return pa.string()
+    target: Any,
+) -> tuple[Any, pa.DataType | None, Any]:
+    """``predicted``, its label type, and the target as text when the labels do not fit it.
+
+    A regression's values are floats. A classification's labels take the target's type; labels
+    that do not fit it (e.g. AutoML's ``"1"`` for an int target that is not a number) are
+    compared with the target as text.
+    """
+    if problem_type == REGRESSION:
+        try:
+            values = [None if v is None else float(v) for v in predicted_values]
+        except (TypeError, ValueError) as e:
+            raise UserError(f"Regression predictions must be numbers: {e}") from e
+        return pa.array(values, pa.float64()), None, None
+    if target is not None:
+        predicted = _coerce(predicted_values, target.type)
+        if predicted is not None and (not class_labels or _coerce(class_labels, target.type)):
+            return predicted, target.type, None
+        as_text = _coerce(target.to_pylist(), pa.string())
+        return _coerce(predicted_values, pa.string()), pa.string(), as_text
     try:
         predicted = pa.array(predicted_values)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         predicted = pa.array([None if v is None else str(v) for v in predicted_values])
-    columns[PREDICTED_COLUMN] = predicted
-    return None if pa.types.is_null(predicted.type) else predicted.type
+    return predicted, None if pa.types.is_null(predicted.type) else predicted.type, None
 
 
 def _score_columns(
@@ -627,37 +396,75 @@ def _score_columns(
     order: list[int],
     class_labels: list[Any],
     label_type: pa.DataType | None,
-    columns: dict[str, Any],
-) -> list[Any]:
-    """Adds one ``score_<label>`` column per class; returns the labels in column order."""
+) -> tuple[dict[str, Any], list[Any]]:
+    """One ``score_<label>`` column per class, and the labels in column order."""
     if not any(f.scores for f in flat):
-        return []
+        return {}, []
     texts: list[str] = []
     for f in flat:
         texts.extend(t for t in (f.scores or {}) if t not in texts)
     if class_labels and sorted(normalize_key(c) for c in class_labels) == sorted(texts):
         texts = [normalize_key(c) for c in class_labels]
-    for text in texts:
-        columns[SCORE_PREFIX + text] = pa.array(
+    columns = {
+        score_column(text): pa.array(
             [(flat[i].scores or {}).get(text) for i in order], pa.float64()
         )
+        for text in texts
+    }
     if label_type is not None:
         coerced = _coerce(texts, label_type)
         if coerced is not None:
-            return coerced.to_pylist()
-    return list(texts)
+            return columns, coerced.to_pylist()
+    return columns, list(texts)
 
 
-def _extra_columns(flat: list[_Flat], order: list[int], columns: dict[str, Any]) -> None:
+def _extra_columns(flat: list[_Flat], order: list[int]) -> dict[str, Any]:
+    """``prediction_<name>`` for each scalar a prediction dict carries besides its label/scores."""
     names: list[str] = []
     for f in flat:
         names.extend(n for n in f.extra if n not in names)
+    columns = {}
     for name in names:
         values = [flat[i].extra.get(name) for i in order]
         try:
             columns[f"prediction_{name}"] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             columns[f"prediction_{name}"] = pa.array([json.dumps(v) for v in values])
+    return columns
+
+
+def _labels_out(
+    class_labels: list[Any], label_type: pa.DataType | None, score_labels: list[Any]
+) -> list[Any]:
+    """The class labels to report: the score columns' labels, else the model's, as the target."""
+    if score_labels:
+        return score_labels
+    if class_labels and label_type is not None:
+        coerced = _coerce(class_labels, label_type)
+        if coerced is not None:
+            return coerced.to_pylist()
+    return list(class_labels)
+
+
+def _names_out(class_names: list[str] | None, labels: list[Any]) -> list[str]:
+    names = list(class_names or [])
+    return names if len(names) == len(labels) else [str(c) for c in labels]
+
+
+def _failure_counts(output: PredictionOutput, join_counts: dict[str, Any]) -> dict[str, Any]:
+    """Successful and failed counts, and the failed fraction the gate compares."""
+    successful = len(output.results)
+    failed = len(output.errors) or sum(c for _, c in output.errors_stats)
+    total = successful + failed
+    job_fraction = failed / total if total else 0.0
+    gt_rows = join_counts.get("ground_truth_rows")
+    missing_fraction = join_counts["unpredicted_rows"] / gt_rows if gt_rows else 0.0
+    return {
+        "successful_count": successful,
+        "failed_count": failed,
+        "errors_stats": [list(s) for s in output.errors_stats],
+        "failed_fraction": max(job_fraction, missing_fraction),
+    }
 
 
 def check_failed_fraction(metadata: dict[str, Any], max_failed_fraction: float) -> None:
@@ -705,7 +512,7 @@ def _infer_problem_type(
 def _errors_table(records: list[Record], key_column: str) -> pa.Table:
     keys, instances, codes, messages = [], [], [], []
     for r in records:
-        key = _record_key(r, key_column)
+        key = r.key_in(key_column)
         keys.append(None if key is None else normalize_key(key))
         instances.append(None if r.instance is None else json.dumps(r.instance))
         codes.append((r.error or {}).get("code"))

@@ -17,16 +17,12 @@ import pyarrow as pa
 
 from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import read_table, table_schema, write_parquet
+from batchpredict.io.tables import read_table, table_schema, write_parquet
+from batchpredict.tasks.contract import CLASSIFICATION, REGRESSION, infer_problem_type
 
-CLASSIFICATION = "classification"
-REGRESSION = "regression"
-PROBLEM_TYPES = (CLASSIFICATION, REGRESSION)
 DEFAULT_TARGET = "target"
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SEED = 42
-# A target with at most this many distinct integer values is taken as class labels.
-MAX_CLASSES_FOR_INT_TARGET = 50
 
 
 @dataclass(frozen=True)
@@ -120,17 +116,6 @@ def _load_builtin(name: str, target_column: str) -> LoadedTable:
         problem_type=spec.problem_type,
         label_names=label_names,
     )
-
-
-def infer_problem_type(values: pa.ChunkedArray | pa.Array) -> str:
-    """``classification`` for string, boolean or few-valued integer targets, else ``regression``."""
-    t = values.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t):
-        return CLASSIFICATION
-    if pa.types.is_integer(t):
-        distinct = len(values.unique())
-        return CLASSIFICATION if distinct <= MAX_CLASSES_FOR_INT_TARGET else REGRESSION
-    return REGRESSION
 
 
 def split_indices(

@@ -24,9 +24,16 @@ import pyarrow.compute as pc
 
 from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import read_table, write_json, write_text
-from batchpredict.tasks.collect import PREDICTED_COLUMN, SCORE_PREFIX, normalize_key
-from batchpredict.tasks.dataset import CLASSIFICATION, PROBLEM_TYPES, REGRESSION
+from batchpredict.io.tables import read_table, write_json, write_text
+from batchpredict.tasks.contract import (
+    CLASSIFICATION,
+    PREDICTED_COLUMN,
+    REGRESSION,
+    check_problem_type,
+    is_score_column,
+    normalize_key,
+    score_label,
+)
 
 # Metrics where lower is better: the quality gate fails when they are above the threshold.
 LOWER_IS_BETTER = ("log_loss", "rmse", "mae", "mape", "rmsle")
@@ -337,22 +344,19 @@ def evaluate_table(
     if not problem_type:
         t = table.column(PREDICTED_COLUMN).type
         problem_type = REGRESSION if pa.types.is_floating(t) else CLASSIFICATION
-    if problem_type not in PROBLEM_TYPES:
-        raise UserError(f"Unknown problem_type={problem_type!r}; expected {list(PROBLEM_TYPES)}.")
+    check_problem_type(problem_type)
     if table.num_rows == 0:
         raise UserError("No row has both a label and a prediction: nothing to evaluate.")
     y_true = table.column(target_column).to_pylist()
     y_pred = table.column(PREDICTED_COLUMN).to_pylist()
     if problem_type == REGRESSION:
         return regression_metrics(y_true, y_pred)
-    score_columns = list(
-        score_columns or [c for c in table.column_names if c.startswith(SCORE_PREFIX)]
-    )
+    score_columns = list(score_columns or [c for c in table.column_names if is_score_column(c)])
     labels = list(class_labels or [])
     scores = None
     if score_columns:
         if not labels or len(labels) != len(score_columns):
-            labels = [c[len(SCORE_PREFIX) :] for c in score_columns]
+            labels = [score_label(c) for c in score_columns]
             if all(isinstance(v, int) for v in y_true) and all(
                 x.lstrip("-").isdigit() for x in labels
             ):

@@ -4,8 +4,8 @@ Removes the target column(s) (as Google's TargetFieldDataRemoverOp does), orders
 the model expects them, adds a key column when asked (so that results can be joined back, since
 batch prediction does not keep the input order), and writes N shards in jsonl, csv or parquet.
 
-A key column that is not in the table is generated as the row's position (0, 1, ...);
-``ensure_key_column`` is shared with Collect, which applies the same rule to the ground truth.
+A key column that is not in the table is generated as the row's position (0, 1, ...), by the rule
+in ``contract.ensure_key_column`` that Collect applies to the ground truth.
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
 from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import atomic_path, read_table, write_csv, write_parquet
+from batchpredict.io.tables import read_table, write_csv, write_jsonl, write_parquet
+from batchpredict.tasks.contract import ensure_key_column
 
 INSTANCES_FORMATS = ("jsonl", "csv", "parquet")
 FILE_EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
 SHARD_NAME = "instances-{index:05d}-of-{count:05d}.{ext}"
 SHARD_GLOB = "instances-*.{ext}"
-JSONL_BATCH_ROWS = 65536
 # Where predictions go by default, beside the prepared instances.
 PREDICTIONS_DIR_NAME = "batch_predictions"
 
@@ -41,13 +40,6 @@ class PreparedInstances:
     key_field: str
     rows: int
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def ensure_key_column(table: pa.Table, key_column: str) -> pa.Table:
-    """Returns ``table`` with ``key_column``; a missing one is the row position (int64)."""
-    if not key_column or key_column in table.column_names:
-        return table
-    return table.append_column(key_column, pa.array(range(table.num_rows), pa.int64()))
 
 
 def order_columns(
@@ -95,15 +87,6 @@ def shard_bounds(rows: int, shards: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _write_jsonl(table: pa.Table, path: str) -> None:
-    opts = orjson.OPT_SERIALIZE_NUMPY
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        for batch in table.to_batches(max_chunksize=JSONL_BATCH_ROWS):
-            for row in batch.to_pylist():
-                f.write(orjson.dumps(row, option=opts))
-                f.write(b"\n")
-
-
 def write_instances(
     table: pa.Table, output_dir: str, instances_format: str, shards: int
 ) -> list[str]:
@@ -123,7 +106,7 @@ def write_instances(
         path = os.path.join(output_dir, SHARD_NAME.format(index=i, count=len(bounds), ext=ext))
         part = table.slice(start, stop - start)
         if instances_format == "jsonl":
-            _write_jsonl(part, path)
+            write_jsonl(part, path)
         elif instances_format == "csv":
             write_csv(part, path)
         else:

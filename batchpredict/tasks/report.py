@@ -10,7 +10,7 @@ import html
 import math
 from typing import Any
 
-from batchpredict.tasks.dataset import CLASSIFICATION
+from batchpredict.tasks.contract import CLASSIFICATION
 
 PLOT_SIZE = 320
 MARGIN = 48

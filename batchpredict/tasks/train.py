@@ -20,8 +20,13 @@ import pyarrow as pa
 
 from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.tasks._io import read_table
-from batchpredict.tasks.dataset import CLASSIFICATION, PROBLEM_TYPES, REGRESSION, infer_problem_type
+from batchpredict.io.tables import read_table
+from batchpredict.tasks.contract import (
+    CLASSIFICATION,
+    REGRESSION,
+    check_problem_type,
+    infer_problem_type,
+)
 
 SKLEARN = "sklearn"
 XGBOOST = "xgboost"
@@ -172,10 +177,7 @@ def train_model(
         or dataset_metadata.get("problem_type")
         or infer_problem_type(table.column(target_column))
     )
-    if problem_type not in PROBLEM_TYPES:
-        raise UserError(
-            f"Unknown problem_type={problem_type!r}; expected one of {list(PROBLEM_TYPES)}."
-        )
+    check_problem_type(problem_type)
     choices = (SKLEARN_ALGORITHMS if framework == SKLEARN else XGBOOST_ALGORITHMS)[problem_type]
     algorithm = algorithm or choices[0]
     if algorithm not in choices:

@@ -1,8 +1,9 @@
-"""Reading and writing the tables that flow between the components.
+"""Reading and writing the tables that flow between the pipeline components.
 
 Tables are Arrow tables. Dataset artifacts are single Parquet files; a directory holds one or more
-Parquet (or CSV) files. Paths go through fsspec, so ``gs://`` works where gcsfs is installed, and
-``/gcs/...`` FUSE paths are plain local paths.
+Parquet (or CSV) files. Reading goes through the filesystem layer (``io/fs.py``): local paths,
+``gs://`` and ``/gcs/`` alike. Writing is to local artifact paths (KFP's ``path``; on Vertex AI
+Pipelines a ``/gcs/`` FUSE path), atomically.
 """
 
 from __future__ import annotations
@@ -14,22 +15,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchpredict.errors import UserError
+from batchpredict.io import fs
 
 PARQUET_MAGIC = b"PAR1"
 # The mode open() asks for when it creates a file, before the umask applies.
 NEW_FILE_MODE = 0o666
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv")
-
-
-def _fs(path: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(path)
+# Rows converted to Python at a time when writing JSONL.
+JSONL_BATCH_ROWS = 65536
 
 
 def read_table(path: str) -> pa.Table:
@@ -41,13 +40,13 @@ def read_table(path: str) -> pa.Table:
     Returns:
         The table; a directory's files are concatenated in name order.
     """
-    fs, fs_path = _fs(path)
-    if not fs.exists(fs_path):
+    filesystem, fs_path = fs.filesystem(path)
+    if not filesystem.exists(fs_path):
         raise UserError(f"No table at {path!r}: the path does not exist.")
-    if fs.isdir(fs_path):
+    if filesystem.isdir(fs_path):
         files = sorted(
             p
-            for p in fs.ls(fs_path, detail=False)
+            for p in filesystem.ls(fs_path, detail=False)
             if p.endswith(TABLE_SUFFIXES) and not os.path.basename(p).startswith((".", "_"))
         )
         parquet = [p for p in files if not p.endswith(".csv")]
@@ -57,13 +56,13 @@ def read_table(path: str) -> pa.Table:
                 f"No .parquet or .csv file in directory {path!r}; give a table file or a "
                 "directory that holds some."
             )
-        tables = [_read_file(fs, p) for p in chosen]
+        tables = [_read_file(filesystem, p) for p in chosen]
         return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    return _read_file(fs, fs_path)
+    return _read_file(filesystem, fs_path)
 
 
-def _read_file(fs, path: str) -> pa.Table:
-    with fs.open(path, "rb") as f:
+def _read_file(filesystem, path: str) -> pa.Table:
+    with filesystem.open(path, "rb") as f:
         head = f.read(4)
         f.seek(0)
         if head == PARQUET_MAGIC:
@@ -81,6 +80,16 @@ def write_csv(table: pa.Table, path: str) -> None:
     """Writes ``table`` as CSV with a header; strings quoted, numbers bare."""
     with atomic_path(path) as tmp:
         pacsv.write_csv(table, tmp)
+
+
+def write_jsonl(table: pa.Table, path: str) -> None:
+    """Writes one JSON object per row (column name to value), atomically."""
+    opts = orjson.OPT_SERIALIZE_NUMPY
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for batch in table.to_batches(max_chunksize=JSONL_BATCH_ROWS):
+            for row in batch.to_pylist():
+                f.write(orjson.dumps(row, option=opts))
+                f.write(b"\n")
 
 
 def write_json(obj: Any, path: str) -> None:

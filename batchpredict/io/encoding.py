@@ -1,0 +1,119 @@
+"""JSON text exactly as Python's ``json.dumps`` writes it, as Vertex writes its output lines.
+
+The one JSON default function lives here too: numpy scalars and arrays become lists or numbers,
+bytes become text.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Any
+
+import orjson
+
+
+def json_default(value: Any) -> Any:
+    """The JSON form of a value ``json`` cannot encode: numpy values and bytes.
+
+    Raises:
+        TypeError: any other type, as ``json.dumps`` raises it.
+    """
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def json_default_or_text(value: Any) -> Any:
+    """As :func:`json_default`, with ``str(value)`` for any other type (BigQuery staging)."""
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
+
+
+# Python json.dumps formatting (default separators), as Vertex writes its result lines.
+_encode = json.JSONEncoder(default=json_default).encode
+
+
+# orjson output differs from json.dumps only where these bytes appear: strings (keys, values;
+# separators inside them must not change), exponents and true/false ("e"), values below 1e-4 that
+# orjson writes as 0.0000x and Python as x e-05, and NaN/Infinity (orjson: null).
+_ORJSON_UNSAFE = (b'"', b"e", b"0.0000", b"null")
+
+
+def dumps(value: Any) -> str:
+    """JSON text exactly as Python's ``json.dumps`` writes it."""
+    return _encode(value)
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """``json.dumps(value)`` as UTF-8 bytes, 5-10x faster for numbers and lists of numbers.
+
+    orjson formats numbers with the same shortest round-trip digits as Python's repr; where its
+    text could differ from json.dumps (see _ORJSON_UNSAFE) the standard encoder is used instead.
+    """
+    try:
+        out = orjson.dumps(value)
+    except TypeError:
+        return _encode(value).encode()
+    for marker in _ORJSON_UNSAFE:
+        if marker in out:
+            return _encode(value).encode()
+    return out.replace(b",", b", ")
+
+
+_NUMBER_UNSAFE = (b"e", b"0.0000", b"null")
+
+
+def _positions(data: bytes, markers: tuple[bytes, ...]) -> list[int]:
+    """Start offsets of every occurrence of each marker (bytes.find: memchr-fast)."""
+    found = []
+    for marker in markers:
+        pos = data.find(marker)
+        while pos != -1:
+            found.append(pos)
+            pos = data.find(marker, pos + 1)
+    return found
+
+
+def dumps_many(values: list[Any]) -> list[bytes]:
+    """``[dumps_bytes(v) for v in values]``, with one orjson call for flat batches.
+
+    A batch of numbers, or of flat lists of numbers (the common instance and prediction shapes),
+    is encoded at once and split into values; the few values whose text could differ from
+    json.dumps (found by scanning the batch once per marker) are re-encoded alone. Anything else
+    goes value by value.
+    """
+    if not values:
+        return []
+    try:
+        out = orjson.dumps(values)
+    except TypeError:
+        return [dumps_bytes(v) for v in values]
+    if b'"' in out or b"{" in out:
+        return [dumps_bytes(v) for v in values]
+    brackets = out.count(b"[")
+    if brackets == 1:  # numbers
+        body, sep = out[1:-1].replace(b",", b", "), b", "
+    elif brackets == len(values) + 1 and out.startswith(b"[["):  # flat lists of numbers
+        body, sep = out[2:-2].replace(b",", b", "), b"], ["
+    else:
+        return [dumps_bytes(v) for v in values]
+    parts = body.split(sep)
+    if brackets > 1:
+        parts = [b"[" + p + b"]" for p in parts]
+    unsafe = _positions(body, _NUMBER_UNSAFE)
+    if unsafe:
+        starts = list(accumulate((len(p) + len(sep) for p in parts), initial=0))
+        if brackets > 1:  # parts gained their brackets: body offsets are 2 bytes shorter each
+            starts = [start - 2 * i for i, start in enumerate(starts)]
+        for i in {bisect_right(starts, pos) - 1 for pos in unsafe}:
+            parts[i] = _encode(values[i]).encode()
+    return parts
+
+
+__all__ = ["dumps", "dumps_bytes", "dumps_many", "json_default", "json_default_or_text"]

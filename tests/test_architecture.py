@@ -1,0 +1,58 @@
+"""The package's import rules, checked on its import graph (scripts/import_graph.py)."""
+
+import pytest
+
+from scripts.import_graph import imports, layer
+
+GRAPH = imports()
+# The modules that run a pipeline step (a ``run_*`` entry point each), and the helper modules
+# only that step uses.
+TASKS = ("dataset", "train", "prepare", "collect", "evaluate")
+TASK_HELPERS = {"evaluate": ("report",)}
+CONTRACT = "batchpredict.tasks.contract"
+# io/ is the floor the engine and the tasks stand on.
+ABOVE_IO = ("tasks", "engine", "backends", "models", "component_entry", "cli", "example")
+# What a format module may import within io/: the base, the filesystem, the encoder and helpers.
+IO_FLOOR = ("base", "fs", "encoding", "tfrecord", "arrow_rows")
+
+
+def _modules(prefix: str) -> list[str]:
+    return sorted(m for m in GRAPH if m.startswith(prefix))
+
+
+def test_the_graph_is_read_from_source():
+    assert "batchpredict.io.fs" in GRAPH["batchpredict.io.sources"]
+    assert CONTRACT in GRAPH["batchpredict.tasks.collect"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_no_task_imports_another_tasks_internals(task):
+    module = f"batchpredict.tasks.{task}"
+    allowed = {CONTRACT, *(f"batchpredict.tasks.{h}" for h in TASK_HELPERS.get(task, ()))}
+    reached = {d for d in GRAPH[module] if d.startswith("batchpredict.tasks")}
+    assert reached <= allowed, f"{module} imports {sorted(reached - allowed)}"
+
+
+def test_the_contract_and_task_helpers_import_no_task():
+    for module in (
+        CONTRACT,
+        *(f"batchpredict.tasks.{h}" for hs in TASK_HELPERS.values() for h in hs),
+    ):
+        reached = {d for d in GRAPH[module] if d.startswith("batchpredict.tasks")}
+        assert reached <= {CONTRACT}, f"{module} imports {sorted(reached)}"
+
+
+@pytest.mark.parametrize("module", _modules("batchpredict.io"))
+def test_io_never_imports_what_stands_on_it(module):
+    above = sorted(d for d in GRAPH[module] if layer(d) in ABOVE_IO)
+    assert not above, f"{module} imports {above}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [m for m in _modules("batchpredict.io.") if m.rsplit(".", 1)[1] not in IO_FLOOR],
+)
+def test_format_modules_stand_only_on_the_io_floor(module):
+    floor = {f"batchpredict.io.{name}" for name in IO_FLOOR} | {"batchpredict.io"}
+    within_io = {d for d in GRAPH[module] if d.startswith("batchpredict.io")}
+    assert within_io <= floor, f"{module} imports {sorted(within_io - floor)}"
