@@ -5,11 +5,16 @@ import pytest
 from scripts.import_graph import imports, layer
 
 GRAPH = imports()
-# The modules that run a pipeline step (a ``run_*`` entry point each), and the helper modules
-# only that step uses.
-TASKS = ("dataset", "train", "prepare", "collect", "evaluate")
+# Helper modules that only one step uses; every other module of tasks/ but the contract is a step.
 TASK_HELPERS = {"evaluate": ("report",)}
 CONTRACT = "batchpredict.tasks.contract"
+TASKS = sorted(
+    m.rsplit(".", 1)[1]
+    for m in GRAPH
+    if m.startswith("batchpredict.tasks.")
+    and m != CONTRACT
+    and m.rsplit(".", 1)[1] not in {h for hs in TASK_HELPERS.values() for h in hs}
+)
 # io/ is the floor the engine and the tasks stand on.
 ABOVE_IO = ("tasks", "engine", "backends", "models", "component_entry", "cli", "example")
 # What a format module may import within io/: the base, the filesystem, the encoder and helpers.
@@ -23,6 +28,7 @@ def _modules(prefix: str) -> list[str]:
 def test_the_graph_is_read_from_source():
     assert "batchpredict.io.fs" in GRAPH["batchpredict.io.sources"]
     assert CONTRACT in GRAPH["batchpredict.tasks.collect"]
+    assert {"dataset", "train", "prepare", "collect", "evaluate"} <= set(TASKS)
 
 
 @pytest.mark.parametrize("task", TASKS)
