@@ -23,7 +23,6 @@ PREDICTION_DIR_PREFIX = "prediction-"
 AUTOML_RESULTS_GLOBS = ("predictions_*.jsonl", "predictions_*.csv")
 AUTOML_ERRORS_GLOBS = ("errors_*.jsonl",)
 COMPLETION_STATS_FILE = "completion_stats.json"
-FORMAT_EXTENSIONS = {"jsonl": "", "csv": ".csv", "parquet": ".parquet"}
 
 
 def timestamp(now: dt.datetime | None = None) -> str:
@@ -37,10 +36,13 @@ def output_directory_name(model_display_name: str, now: dt.datetime | None = Non
     return f"{PREDICTION_DIR_PREFIX}{model_display_name.replace('/', '_')}-{timestamp(now)}"
 
 
-def shard_name(kind: str, index: int, count: int, predictions_format: str = "jsonl") -> str:
-    """``prediction.<kind>-SSSSS-of-NNNNN`` plus the format's extension (none for JSONL)."""
-    ext = FORMAT_EXTENSIONS[predictions_format] if kind == RESULTS else ""
-    return f"prediction.{kind}-{index:05d}-of-{count:05d}{ext}"
+def shard_name(kind: str, index: int, count: int, extension: str = "") -> str:
+    """``prediction.<kind>-SSSSS-of-NNNNN`` plus ``extension``.
+
+    ``extension`` is the results format's (e.g. ``.csv``); none for JSONL, and none for the errors
+    shards, which are JSONL whatever the results format.
+    """
+    return f"prediction.{kind}-{index:05d}-of-{count:05d}{extension}"
 
 
 def shard_glob(kind: str) -> str:

@@ -12,17 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchpredict.errors import UserError
+from batchpredict.io import formats
+from batchpredict.io.base import BIGQUERY_DESTINATION, BIGQUERY_SOURCE, GCS_DESTINATION, GCS_SOURCE
 
-INSTANCES_FORMATS = (
-    "jsonl",
-    "csv",
-    "tf-record",
-    "tf-record-gzip",
-    "file-list",
-    "parquet",
-    "bigquery",
-)
-PREDICTIONS_FORMATS = ("jsonl", "csv", "parquet", "bigquery")
+# The formats and what each can do are stated on their classes (batchpredict/io/formats.py).
+INSTANCES_FORMATS = formats.input_formats()
+PREDICTIONS_FORMATS = formats.output_formats()
 INSTANCE_TYPES = ("", "object", "array")
 BACKENDS = ("local", "vertex")
 
@@ -214,8 +209,8 @@ class BatchPredictionJobSpec:
 
     def validate(self) -> None:
         """Refuse invalid inputs and combinations before any work, naming the values and the fix."""
-        _check_choice("instances_format", self.instances_format, INSTANCES_FORMATS)
-        _check_choice("predictions_format", self.predictions_format, PREDICTIONS_FORMATS)
+        source = formats.source_class(self.instances_format)
+        writer = formats.writer_class(self.predictions_format)
         _check_choice("instance_type", self.instance_type, INSTANCE_TYPES)
         _check_choice("backend", self.backend, BACKENDS)
         if not self.job_display_name:
@@ -228,16 +223,13 @@ class BatchPredictionJobSpec:
                 f"gcs_source_uris={self.gcs_source_uris!r} and "
                 f"bigquery_source_input_uri={self.bigquery_source_input_uri!r}."
             )
-        if has_bq and self.instances_format != "bigquery":
+        given = BIGQUERY_SOURCE if has_bq else GCS_SOURCE
+        if source.input_field != given:
+            readers = " or ".join(repr(f) for f in formats.input_formats(given))
             raise UserError(
-                "bigquery_source_input_uri needs instances_format='bigquery'; got "
-                f"instances_format={self.instances_format!r}."
-            )
-        if has_gcs and self.instances_format == "bigquery":
-            raise UserError(
-                "instances_format='bigquery' reads bigquery_source_input_uri, not gcs_source_uris; "
-                f"got gcs_source_uris={self.gcs_source_uris!r}. Set instances_format to the files' "
-                "format (jsonl, csv, tf-record, tf-record-gzip, file-list, parquet)."
+                f"instances_format={self.instances_format!r} reads {source.input_field}, not "
+                f"{given}; got {given}={getattr(self, given)!r}. Set instances_format to a "
+                f"format that reads {given}: {readers}."
             )
         has_gcs_out = bool(self.gcs_destination_output_uri_prefix)
         has_bq_out = bool(self.bigquery_destination_output_uri)
@@ -248,11 +240,14 @@ class BatchPredictionJobSpec:
                 f"gcs_destination_output_uri_prefix={self.gcs_destination_output_uri_prefix!r} and "
                 f"bigquery_destination_output_uri={self.bigquery_destination_output_uri!r}."
             )
-        if has_bq_out != (self.predictions_format == "bigquery"):
+        given_out = BIGQUERY_DESTINATION if has_bq_out else GCS_DESTINATION
+        if writer.output_field != given_out:
+            writers = " or ".join(repr(f) for f in formats.output_formats(given_out))
             raise UserError(
-                "predictions_format='bigquery' goes with bigquery_destination_output_uri, and only "
-                f"with it; got predictions_format={self.predictions_format!r} and "
-                f"bigquery_destination_output_uri={self.bigquery_destination_output_uri!r}."
+                f"predictions_format={self.predictions_format!r} writes to "
+                f"{writer.output_field}, not {given_out}; got "
+                f"{given_out}={getattr(self, given_out)!r}. Set predictions_format to a format "
+                f"that writes to {given_out}: {writers}."
             )
         if self.included_fields and self.excluded_fields:
             raise UserError(
@@ -260,19 +255,13 @@ class BatchPredictionJobSpec:
                 f"included_fields={self.included_fields!r} and "
                 f"excluded_fields={self.excluded_fields!r}. Keep one of them."
             )
-        if self.instance_type == "object" and self.instances_format in (
-            "csv",
-            "tf-record",
-            "tf-record-gzip",
-            "file-list",
-        ):
+        if self.instance_type == "object" and not source.object_instances:
             raise UserError(
                 f"instance_type='object' is not supported for instances_format="
-                f"{self.instances_format!r}: its instances are "
-                + ("arrays of the row's values" if self.instances_format == "csv" else "b64 blobs")
-                + ". Use instance_type='' or 'array'."
+                f"{self.instances_format!r}: its instances are {source.instances_are}. Use "
+                "instance_type='' or 'array'."
             )
-        if self.instances_format in ("tf-record", "tf-record-gzip", "file-list") and (
+        if not source.named_fields and (
             self.key_field or self.included_fields or self.excluded_fields
         ):
             raise UserError(
@@ -281,11 +270,13 @@ class BatchPredictionJobSpec:
                 f"key_field={self.key_field!r}, included_fields={self.included_fields!r}, "
                 f"excluded_fields={self.excluded_fields!r}."
             )
-        if self.key_field and self.predictions_format == "bigquery":
-            # Vertex rejects this combination too (googleapis/python-aiplatform#4514).
+        if self.key_field and not writer.keys:
+            # Vertex rejects key_field with BigQuery output too (googleapis/python-aiplatform#4514).
+            keyed = "/".join(formats.output_formats(GCS_DESTINATION, keys=True))
             raise UserError(
-                f"key_field={self.key_field!r} cannot be used with BigQuery output, as on "
-                "Vertex AI; write jsonl/csv/parquet to gcs_destination_output_uri_prefix instead."
+                f"key_field={self.key_field!r} cannot be used with predictions_format="
+                f"{self.predictions_format!r}, as on Vertex AI; write {keyed} to "
+                f"{GCS_DESTINATION} instead."
             )
         if self.manual_batch_tuning_parameters_batch_size < 0:
             raise UserError(

@@ -13,7 +13,8 @@ import pytest
 
 from batchpredict import BatchPredictionJobSpec, run_batch_prediction
 from batchpredict.errors import UserError
-from batchpredict.io import sources
+from batchpredict.instances import InstanceConfig
+from batchpredict.io import formats, sources
 from tests.conftest import read_output, write_jsonl
 
 DIR_RE = re.compile(r"prediction-(?P<model>.+)-\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{3}Z$")
@@ -245,7 +246,7 @@ def test_line_splits_cover_every_line_exactly_once(tmp_path, monkeypatch):
     path.write_text("\n".join(lines))  # no trailing newline on purpose
     for size in (1, 5, 17, 64, 1000, 10**6):
         monkeypatch.setattr(sources, "SPLIT_BYTES", size)
-        src = sources.make_source("jsonl", [str(path)], sources.InstanceConfig())
+        src = formats.make_source("jsonl", [str(path)], InstanceConfig())
         seen = []
         for split in src.splits():
             for batch in src.batches(split, 50):

@@ -11,7 +11,8 @@ import pytest
 
 from batchpredict.errors import UserError
 from batchpredict.instances import InstanceConfig, TableConverter, convert_json
-from batchpredict.io.sources import make_source, read_all
+from batchpredict.io.formats import make_source
+from batchpredict.io.sources import read_all
 from batchpredict.io.tfrecord import write_record
 from tests.conftest import write_jsonl
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 import time
 from typing import Any
 
-from batchpredict import layout
 from batchpredict.engine import JobPlan, run_job
 from batchpredict.errors import InternalError, UserError
 from batchpredict.instances import InstanceConfig
-from batchpredict.io import fs
+from batchpredict.io import formats
 from batchpredict.io.base import Destination, Source
-from batchpredict.io.sinks import DirectoryDestination
-from batchpredict.io.sources import make_source
 from batchpredict.models import resolve_model
 from batchpredict.result import JOB_STATE_SUCCEEDED, JobResult
 from batchpredict.spec import BatchPredictionJobSpec
@@ -39,35 +37,21 @@ def instance_config(spec: BatchPredictionJobSpec) -> InstanceConfig:
 
 def build_source(spec: BatchPredictionJobSpec) -> Source:
     """The source reading the spec's input."""
-    cfg = instance_config(spec)
-    if spec.instances_format == "bigquery":
-        from batchpredict.io.bigquery import BigQuerySource
-
-        return BigQuerySource(spec.bigquery_source_input_uri, cfg, project=spec.project)
-    return make_source(spec.instances_format, fs.expand_uris(spec.gcs_source_uris), cfg)
+    location = getattr(spec, formats.source_class(spec.instances_format).input_field)
+    return formats.make_source(
+        spec.instances_format, location, instance_config(spec), project=spec.project
+    )
 
 
 def build_destination(spec: BatchPredictionJobSpec, started: float) -> Destination:
     """The destination for the spec's output."""
-    import datetime as dt
-
-    if spec.predictions_format == "bigquery":
-        from batchpredict.io.bigquery import BigQueryDestination
-
-        return BigQueryDestination(
-            spec.bigquery_destination_output_uri,
-            model_display_name=spec.display_name_for_output,
-            project=spec.project,
-            now=dt.datetime.fromtimestamp(started, dt.timezone.utc),
-            key_mode=bool(spec.key_field),
-        )
-    name = spec.output_directory_name or layout.output_directory_name(
-        spec.display_name_for_output, dt.datetime.fromtimestamp(started, dt.timezone.utc)
-    )
-    return DirectoryDestination(
-        spec.gcs_destination_output_uri_prefix,
-        name,
+    return formats.make_destination(
         spec.predictions_format,
+        getattr(spec, formats.writer_class(spec.predictions_format).output_field),
+        model_display_name=spec.display_name_for_output,
+        directory_name=spec.output_directory_name,
+        project=spec.project,
+        started=dt.datetime.fromtimestamp(started, dt.timezone.utc),
         key_mode=bool(spec.key_field),
     )
 
@@ -99,8 +83,7 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
     )
     splits = source.splits()
     destination = build_destination(spec, started)
-    if spec.instances_format == "bigquery" and spec.predictions_format == "bigquery":
-        destination.use_source_table(source)  # type: ignore[attr-defined]  # keep column types
+    destination.use_source(source)
     plan = JobPlan(
         source=source,
         destination=destination,

@@ -35,6 +35,7 @@ import re
 from typing import Any
 
 from batchpredict.errors import UserError
+from batchpredict.io import formats
 from batchpredict.spec import BatchPredictionJobSpec
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,6 @@ SYSTEM_LABELS_ENV = "VERTEX_AI_PIPELINES_RUN_LABELS"
 
 GCS_SCHEME = "gs://"
 GCS_FUSE_PREFIX = "/gcs/"
-
-# Formats this toolkit reads or writes locally that Vertex AI batch prediction does not have.
-LOCAL_ONLY_FORMATS = ("parquet",)
 
 # The fields of google.cloud.aiplatform.v1.UnmanagedContainerModel (snake_case).
 UNMANAGED_CONTAINER_MODEL_FIELDS = ("artifact_uri", "predict_schemata", "container_spec")
@@ -88,13 +86,15 @@ def check_vertex_spec(spec: BatchPredictionJobSpec) -> None:
         UserError: a local model or data path, a format only the local engine has, or a model
             without a serving image.
     """
-    for name in ("instances_format", "predictions_format"):
-        value = getattr(spec, name)
-        if value in LOCAL_ONLY_FORMATS:
+    for name, cls in (
+        ("instances_format", formats.source_class(spec.instances_format)),
+        ("predictions_format", formats.writer_class(spec.predictions_format)),
+    ):
+        if not cls.vertex:
             raise UserError(
-                f"{name}={value!r} is only supported by the local engine; Vertex AI batch "
-                "prediction reads jsonl, csv, tf-record, tf-record-gzip, file-list and bigquery "
-                "and writes jsonl, csv and bigquery. Pick one of those, or run with "
+                f"{name}={cls.format!r} is only supported by the local engine; Vertex AI batch "
+                f"prediction reads {_listed(formats.input_formats(vertex=True))} and writes "
+                f"{_listed(formats.output_formats(vertex=True))}. Pick one of those, or run with "
                 "backend='local'."
             )
     if not spec.model_resource_name and not spec.model_uri:
@@ -133,6 +133,11 @@ def check_vertex_spec(spec: BatchPredictionJobSpec) -> None:
         gcs_uri(uri, "gcs_source_uris")
     if spec.gcs_destination_output_uri_prefix:
         gcs_uri(spec.gcs_destination_output_uri_prefix, "gcs_destination_output_uri_prefix")
+
+
+def _listed(names: tuple[str, ...]) -> str:
+    """``a, b and c``."""
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def gcpc_payload(spec: BatchPredictionJobSpec) -> dict[str, Any]:

@@ -13,13 +13,22 @@ ShardWriter for its shard, and at the end writes the summaries and publishes the
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from batchpredict.errors import InstanceError
 from batchpredict.instances import Converted, InstanceConfig
+from batchpredict.io import fs
+
+# The job inputs a format reads from or writes to (BatchPredictionJobSpec field names).
+GCS_SOURCE = "gcs_source_uris"
+BIGQUERY_SOURCE = "bigquery_source_input_uri"
+GCS_DESTINATION = "gcs_destination_output_uri_prefix"
+BIGQUERY_DESTINATION = "bigquery_destination_output_uri"
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,33 @@ class Batch:
 
 
 class Source(ABC):
-    """Plans and reads one input format."""
+    """Plans and reads one input format.
+
+    A subclass states what its format can do in its class attributes; ``io/formats.py`` lists the
+    classes, and validation and the Vertex request builder ask it.
+    """
+
+    #: The ``instances_format`` it reads.
+    format: ClassVar[str] = ""
+    #: The job input it reads: files (``gcs_source_uris``) or a table
+    #: (``bigquery_source_input_uri``).
+    input_field: ClassVar[str] = GCS_SOURCE
+    #: Records have named fields, so key_field, included_fields and excluded_fields apply.
+    named_fields: ClassVar[bool] = True
+    #: instance_type='object' can be honoured.
+    object_instances: ClassVar[bool] = True
+    #: What its instances are when they cannot be objects (named in the refusal).
+    instances_are: ClassVar[str] = "objects"
+    #: Vertex AI batch prediction reads it too.
+    vertex: ClassVar[bool] = True
+
+    @classmethod
+    def for_input(cls, location: Any, cfg: InstanceConfig, project: str = "") -> Source:
+        """The source over a job's input: ``location`` is the value of its ``input_field``.
+
+        Files: the URIs, wildcards expanded (each must match a file).
+        """
+        return cls(fs.expand_uris(location), cfg)
 
     def __init__(self, uris: list[str], cfg: InstanceConfig) -> None:
         """Keeps the (already expanded) input files and the instance config."""
@@ -70,7 +105,22 @@ class Source(ABC):
 
 
 class ShardWriter(ABC):
-    """Writes one worker's results and failed instances."""
+    """Writes one worker's results and failed instances.
+
+    A subclass states what its format can do in its class attributes (see ``io/formats.py``).
+    """
+
+    #: The ``predictions_format`` it writes.
+    format: ClassVar[str] = ""
+    #: The job input naming the destination: a directory (``gcs_destination_output_uri_prefix``)
+    #: or BigQuery (``bigquery_destination_output_uri``).
+    output_field: ClassVar[str] = GCS_DESTINATION
+    #: What its results files' names end with in an output directory (none for JSONL).
+    extension: ClassVar[str] = ""
+    #: Rows can carry ``key`` (key_field) instead of the instance.
+    keys: ClassVar[bool] = True
+    #: Vertex AI batch prediction writes it too.
+    vertex: ClassVar[bool] = True
 
     @abstractmethod
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
@@ -85,8 +135,45 @@ class ShardWriter(ABC):
         """Flushes and closes the shard."""
 
 
+@dataclass(frozen=True)
+class OutputPlan:
+    """What a job says about its output, for a Destination to plan it.
+
+    Attributes:
+        uri: the value of the writer's ``output_field`` (a prefix, or a BigQuery URI).
+        writer: the ShardWriter class of the job's ``predictions_format``.
+        model_display_name: names the output (directory or dataset).
+        directory_name: a fixed output directory name ("" = Vertex's timestamped name).
+        project: the project that runs (and pays for) the writes.
+        started: the job's start time (names the output).
+        key_mode: rows carry ``key`` instead of the instance.
+    """
+
+    uri: str
+    writer: type[ShardWriter]
+    model_display_name: str
+    directory_name: str = ""
+    project: str = ""
+    started: dt.datetime = dataclasses.field(
+        default_factory=lambda: dt.datetime.now(dt.timezone.utc)
+    )
+    key_mode: bool = False
+
+
 class Destination(ABC):
     """Where a job's output goes."""
+
+    @classmethod
+    @abstractmethod
+    def for_output(cls, plan: OutputPlan) -> Destination:
+        """The destination of a job's output."""
+
+    def use_source(self, source: Source) -> None:
+        """Learns what it needs from the job's planned source (called after ``splits``).
+
+        Default: nothing. A BigQuery destination keeps a BigQuery source's column types.
+        """
+        return None
 
     @abstractmethod
     def prepare(self) -> None:
@@ -125,4 +212,4 @@ class Destination(ABC):
         return ""
 
 
-__all__ = ["Batch", "Destination", "ShardWriter", "Source", "Split"]
+__all__ = ["Batch", "Destination", "OutputPlan", "ShardWriter", "Source", "Split"]

@@ -48,7 +48,16 @@ import orjson
 from batchpredict import layout
 from batchpredict.errors import InstanceError, InternalError, UserError
 from batchpredict.instances import InstanceConfig, TableConverter
-from batchpredict.io.base import Batch, Destination, ShardWriter, Source, Split
+from batchpredict.io.base import (
+    BIGQUERY_DESTINATION,
+    BIGQUERY_SOURCE,
+    Batch,
+    Destination,
+    OutputPlan,
+    ShardWriter,
+    Source,
+    Split,
+)
 from batchpredict.io.encoding import dumps
 
 log = logging.getLogger(__name__)
@@ -202,6 +211,14 @@ def _user_error(err: Exception, subject: str, fix: str) -> UserError:
 
 class BigQuerySource(Source):
     """``instances_format='bigquery'``: rows of a table, converted as Vertex converts them."""
+
+    format = "bigquery"
+    input_field = BIGQUERY_SOURCE
+
+    @classmethod
+    def for_input(cls, location: Any, cfg: InstanceConfig, project: str = "") -> BigQuerySource:
+        """The source over ``bq://project.dataset.table``, read by (and billed to) ``project``."""
+        return cls(location, cfg, project=project)
 
     def __init__(self, uri: str, cfg: InstanceConfig, project: str = "") -> None:
         """Parses the table reference; nothing is read until ``splits``.
@@ -527,8 +544,21 @@ class BigQueryDestination(Destination):
         """``bq://project.dataset.table`` of the errors table."""
         return f"bq://{self.ref.dataset_id}.{self.errors_table}"
 
-    def use_source_table(self, source: BigQuerySource) -> None:
-        """Keeps the input table's types for the instance columns, and its location."""
+    @classmethod
+    def for_output(cls, plan: OutputPlan) -> BigQueryDestination:
+        """The dataset and tables of ``plan.uri`` (``directory_name`` does not apply)."""
+        return cls(
+            plan.uri,
+            model_display_name=plan.model_display_name,
+            project=plan.project,
+            now=plan.started,
+            key_mode=plan.key_mode,
+        )
+
+    def use_source(self, source: Source) -> None:
+        """Keeps a BigQuery input table's types for the instance columns, and its location."""
+        if not isinstance(source, BigQuerySource):
+            return
         self.dataset_location = source.location
         if self.key_mode:
             return
@@ -669,7 +699,15 @@ class BigQueryDestination(Destination):
 
 
 class BigQueryShardWriter(ShardWriter):
-    """Writes one worker's rows as newline-delimited JSON and records each column's type."""
+    """Writes one worker's rows as newline-delimited JSON and records each column's type.
+
+    The rows are loaded into the predictions and errors tables at commit. As on Vertex AI, rows
+    carry the instance, never a key (googleapis/python-aiplatform#4514).
+    """
+
+    format = "bigquery"
+    output_field = BIGQUERY_DESTINATION
+    keys = False
 
     def __init__(self, staging_dir: str, index: int, label: str) -> None:
         """Opens the shard's predictions and errors files."""

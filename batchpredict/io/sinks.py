@@ -18,7 +18,7 @@ from typing import Any
 from batchpredict import layout
 from batchpredict.errors import InstanceError, UserError
 from batchpredict.io import fs
-from batchpredict.io.base import Destination, ShardWriter
+from batchpredict.io.base import Destination, OutputPlan, ShardWriter
 from batchpredict.io.encoding import dumps, dumps_many
 
 # Written and deleted under the temporary prefix before work starts, to check write access.
@@ -28,13 +28,24 @@ REMOTE_PROBE_FILE = ".write-probe"
 class DirectoryDestination(Destination):
     """``gcs_destination_output_uri_prefix``: a directory on any fsspec filesystem."""
 
-    def __init__(self, prefix: str, dir_name: str, predictions_format: str, key_mode: bool) -> None:
-        """Plans ``<prefix>/<dir_name>``; nothing is created until ``prepare``."""
+    def __init__(
+        self, prefix: str, dir_name: str, writer: type[ShardWriter], key_mode: bool
+    ) -> None:
+        """Plans ``<prefix>/<dir_name>``, written by ``writer``; created by ``prepare``."""
         self.prefix = fs.gcs_uri(prefix).rstrip("/")
         self.dir_name = dir_name
-        self.predictions_format = predictions_format
+        self.writer = writer
+        self.predictions_format = writer.format
         self.key_mode = key_mode
         self.tmp_uri = fs.join(self.prefix, f".{dir_name}.incomplete-{uuid.uuid4().hex[:8]}")
+
+    @classmethod
+    def for_output(cls, plan: OutputPlan) -> DirectoryDestination:
+        """``<uri>/<directory_name>``, or ``<uri>/prediction-<model>-<timestamp>``."""
+        name = plan.directory_name or layout.output_directory_name(
+            plan.model_display_name, plan.started
+        )
+        return cls(plan.uri, name, plan.writer, key_mode=plan.key_mode)
 
     @property
     def location(self) -> str:
@@ -63,11 +74,11 @@ class DirectoryDestination(Destination):
     def shard_writer(self, index: int, count: int) -> ShardWriter:
         """A writer for this shard's results and errors files."""
         results = fs.join(
-            self.tmp_uri, layout.shard_name(layout.RESULTS, index, count, self.predictions_format)
+            self.tmp_uri, layout.shard_name(layout.RESULTS, index, count, self.writer.extension)
         )
         errors = fs.join(self.tmp_uri, layout.shard_name(layout.ERRORS, index, count))
         label = "key" if self.key_mode else "instance"
-        return SHARD_WRITERS[self.predictions_format](results, errors, label)
+        return self.writer(results, errors, label)
 
     def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
         """Writes errors_stats and completion_stats, then renames the directory into place."""
@@ -149,6 +160,8 @@ def _error_record(label: str, display: Any, err: InstanceError) -> str:
 
 class JsonlShardWriter(ShardWriter):
     """Vertex's JSONL results: ``{"instance"|"key": ..., "prediction": ...}`` per line."""
+
+    format = "jsonl"
 
     def __init__(self, results_uri: str, errors_uri: str, label: str) -> None:
         """Opens both files (they exist even when empty, as Vertex's shards do)."""
@@ -256,6 +269,9 @@ class TableShardWriter(ShardWriter):
 class CsvShardWriter(TableShardWriter):
     """``csv`` results: a header row, then one row per result."""
 
+    format = "csv"
+    extension = ".csv"
+
     def _start(self) -> None:
         self._file = fs.open_file(self.results_uri, "w", newline="")
         self._csv = csv.writer(self._file)
@@ -269,7 +285,11 @@ class CsvShardWriter(TableShardWriter):
 
 
 class ParquetShardWriter(TableShardWriter):
-    """``parquet`` results: the schema is inferred from the first rows."""
+    """``parquet`` results (not a Vertex format): the schema is inferred from the first rows."""
+
+    format = "parquet"
+    extension = ".parquet"
+    vertex = False
 
     def _start(self) -> None:
         self._file = fs.open_file(self.results_uri, "wb")
@@ -302,18 +322,10 @@ def _cell(value: Any) -> Any:
     return value
 
 
-# The shard writer of each ``predictions_format`` written to a directory.
-SHARD_WRITERS: dict[str, type[ShardWriter]] = {
-    "jsonl": JsonlShardWriter,
-    "csv": CsvShardWriter,
-    "parquet": ParquetShardWriter,
-}
-
 __all__ = [
     "CsvShardWriter",
     "DirectoryDestination",
     "JsonlShardWriter",
     "ParquetShardWriter",
-    "SHARD_WRITERS",
     "TableShardWriter",
 ]

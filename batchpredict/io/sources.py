@@ -106,6 +106,8 @@ class LineSource(Source):
 class JsonlSource(LineSource):
     """``jsonl``: each line's JSON value is an instance."""
 
+    format = "jsonl"
+
     def convert_lines(self, lines: list[bytes]) -> Converted:
         """Parses each line with orjson; a malformed line is a failure."""
         loads = orjson.loads
@@ -126,6 +128,10 @@ class JsonlSource(LineSource):
 
 class CsvSource(LineSource):
     """``csv``: a header row, then rows; quoted cells are strings, unquoted cells floats."""
+
+    format = "csv"
+    object_instances = False
+    instances_are = "arrays of the row's values"
 
     def __init__(self, uris: list[str], cfg: InstanceConfig) -> None:
         """Reads nothing yet; headers are read per file when needed."""
@@ -231,6 +237,11 @@ def _unquoted_empty_column(text: str, columns: list[str]) -> str | None:
 class FileListSource(LineSource):
     """``file-list``: each line is a file URI; the instance is ``{"b64": <file content>}``."""
 
+    format = "file-list"
+    named_fields = False
+    object_instances = False
+    instances_are = "b64 blobs"
+
     def convert_lines(self, lines: list[bytes]) -> Converted:
         """Reads each listed file; the output's instance is the URI."""
         out = Converted()
@@ -248,12 +259,16 @@ class FileListSource(LineSource):
 
 
 class TFRecordSource(Source):
-    """``tf-record`` / ``tf-record-gzip``: each record is ``{"b64": <record bytes>}``."""
+    """``tf-record``: each record is ``{"b64": <record bytes>}``.
 
-    def __init__(self, uris: list[str], cfg: InstanceConfig, gzip: bool = False) -> None:
-        """Files are read whole (TFRecord has no sync markers to split on)."""
-        super().__init__(uris, cfg)
-        self.gzip = gzip
+    Files are read whole (TFRecord has no sync markers to split on).
+    """
+
+    format = "tf-record"
+    named_fields = False
+    object_instances = False
+    instances_are = "b64 blobs"
+    gzip = False
 
     def splits(self) -> list[Split]:
         """One split per file."""
@@ -281,8 +296,18 @@ class TFRecordSource(Source):
         yield Batch(out, split.weight)
 
 
+class TFRecordGzipSource(TFRecordSource):
+    """``tf-record-gzip``: gzip-compressed TFRecord files."""
+
+    format = "tf-record-gzip"
+    gzip = True
+
+
 class ParquetSource(Source):
     """``parquet`` (not a Vertex format; asked for by users): rows as tables convert them."""
+
+    format = "parquet"
+    vertex = False
 
     def __init__(self, uris: list[str], cfg: InstanceConfig) -> None:
         """Keeps the files; schemas are read when planning."""
@@ -321,21 +346,6 @@ class ParquetSource(Source):
                 yield Batch(conv.convert(batch_rows(rb)), rb.num_rows)
 
 
-def make_source(instances_format: str, uris: list[str], cfg: InstanceConfig) -> Source:
-    """The source for ``instances_format`` over already expanded ``uris``."""
-    if instances_format == "jsonl":
-        return JsonlSource(uris, cfg)
-    if instances_format == "csv":
-        return CsvSource(uris, cfg)
-    if instances_format == "file-list":
-        return FileListSource(uris, cfg)
-    if instances_format in ("tf-record", "tf-record-gzip"):
-        return TFRecordSource(uris, cfg, gzip=instances_format == "tf-record-gzip")
-    if instances_format == "parquet":
-        return ParquetSource(uris, cfg)
-    raise UserError(f"No file source for instances_format={instances_format!r}.")
-
-
 def read_all(source: Source, batch_size: int = 1024) -> Converted:
     """Reads every split of ``source`` into one Converted (tests and small inputs)."""
     out = Converted()
@@ -355,7 +365,7 @@ __all__ = [
     "ParquetSource",
     "Source",
     "Split",
+    "TFRecordGzipSource",
     "TFRecordSource",
-    "make_source",
     "read_all",
 ]
