@@ -22,6 +22,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	scripts/ensure_docker.sh
+	scripts/ensure_chromium.sh
 	$(BIN)/pytest -q
 
 test-fast: setup

@@ -113,9 +113,7 @@ def classification_metrics(
     extra = [v for v in {*y_true, *y_pred} if v not in labels]
     all_labels = labels + sorted(extra, key=normalize_key)
     names = list(label_names or [])
-    names = (
-        names + [str(v) for v in all_labels[len(names) :]] if names else list(map(str, all_labels))
-    )
+    names = names + [_label_text(v) for v in all_labels[len(names) :]]
     notes = []
     if extra:
         notes.append(f"Labels outside the model's classes: {extra}.")
@@ -399,6 +397,18 @@ def quality_gate(evaluation: Evaluation, metric: str, threshold: float) -> dict[
     }
 
 
+def _label_text(value: Any) -> str:
+    """A class label's display name: ``1`` for a label read as ``1.0``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _count(value: Any) -> Any:
+    """A count from artifact metadata (KFP stores numbers as floats) as a whole number."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def run_evaluate(
     *,
     predictions: ArtifactLike,
@@ -465,8 +475,8 @@ def run_evaluate(
     context = {
         "Predictions": meta.get("predictions_directory", ""),
         "Rows evaluated": evaluation.rows,
-        "Successful / failed": f"{meta.get('successful_count', '?')} / "
-        f"{meta.get('failed_count', '?')}",
+        "Successful / failed": f"{_count(meta.get('successful_count', '?'))} / "
+        f"{_count(meta.get('failed_count', '?'))}",
     }
     # An .html name, so that a browser opening the file (or the printed file:// link) renders it
     # instead of showing the source; KFP records the changed URI in the step's outputs.

@@ -18,6 +18,9 @@ MARGIN = 48
 LEFT_MARGIN = 84
 # Scatter axes extend this share beyond the data, so edge points are not cut.
 PAD = 0.04
+# Ticks per axis, about.
+TICKS = 5
+MAX_TICK_DECIMALS = 6
 MAX_POINTS = 2000
 HIST_BINS = 30
 ACCENT = "#1a73e8"
@@ -59,6 +62,40 @@ def _fmt(value: Any) -> str:
     return _e(value)
 
 
+def _plain(value: Any) -> str:
+    """A label or count as people write it: ``1`` for ``1.0`` (KFP metadata has floats)."""
+    if isinstance(value, float) and value.is_integer():
+        return _e(int(value))
+    return _e(value)
+
+
+def nice_ticks(lo: float, hi: float, integer: bool = False, target: int = TICKS) -> list[float]:
+    """Tick values on a 1-2-5 step inside ``[lo, hi]`` (whole numbers only when ``integer``)."""
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    raw = span / max(target - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if integer:
+        step = max(1.0, math.ceil(step))
+    first = math.ceil(lo / step - 1e-9) * step
+    count = int(math.floor((hi - first) / step + 1e-9)) + 1
+    return [round(first + i * step, 12) for i in range(count)]
+
+
+def tick_label(value: float, ticks: list[float]) -> str:
+    """``value`` with the decimals the tick step needs: 0.25 -> "0.25", 20 -> "20", 1.0 -> "1"."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    decimals = 0
+    while decimals < MAX_TICK_DECIMALS and abs(round(step, decimals) - step) > 1e-9 * step:
+        decimals += 1
+    text = f"{value:.{decimals}f}"
+    if decimals:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if float(text) == 0 else text
+
+
 def _frame(title: str, x_label: str, y_label: str, body: str) -> str:
     w = h = PLOT_SIZE
     return (
@@ -75,15 +112,20 @@ def _frame(title: str, x_label: str, y_label: str, body: str) -> str:
     )
 
 
-def _axis_ticks(x_lo, x_hi, y_lo, y_hi, sx, sy) -> str:
+def _axis_ticks(x_lo, x_hi, y_lo, y_hi, sx, sy, y_integer: bool = False) -> str:
+    """Tick labels on rounded values (1-2-5 steps); whole numbers on count axes."""
     out = []
-    for i in range(5):
-        xv = x_lo + (x_hi - x_lo) * i / 4
-        yv = y_lo + (y_hi - y_lo) * i / 4
+    x_ticks = nice_ticks(x_lo, x_hi)
+    y_ticks = nice_ticks(y_lo, y_hi, integer=y_integer)
+    for xv in x_ticks:
         out.append(
             f'<text x="{sx(xv):.1f}" y="{PLOT_SIZE + 16}" text-anchor="middle" font-size="11">'
-            f"{xv:.3g}</text>"
-            f'<text x="-6" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11">{yv:.3g}</text>'
+            f"{tick_label(xv, x_ticks)}</text>"
+        )
+    for yv in y_ticks:
+        out.append(
+            f'<text x="-6" y="{sy(yv) + 4:.1f}" text-anchor="end" font-size="11">'
+            f"{tick_label(yv, y_ticks)}</text>"
         )
     return "".join(out)
 
@@ -132,14 +174,14 @@ def svg_confusion_matrix(matrix: list[list[int]], names: list[str]) -> str:
                 f'<rect x="{j * cell:.1f}" y="{i * cell:.1f}" width="{cell:.1f}" '
                 f'height="{cell:.1f}" fill="{fill}" stroke="#fff"/>'
                 f'<text x="{(j + 0.5) * cell:.1f}" y="{(i + 0.5) * cell + 5:.1f}" '
-                f'text-anchor="middle" font-size="14" fill="{color}">{count}</text>'
+                f'text-anchor="middle" font-size="14" fill="{color}">{_plain(count)}</text>'
             )
     for k, name in enumerate(names):
         body.append(
             f'<text x="{(k + 0.5) * cell:.1f}" y="{PLOT_SIZE + 16}" text-anchor="middle" '
-            f'font-size="11">{_e(name[:14])}</text>'
+            f'font-size="11">{_plain(name)[:14]}</text>'
             f'<text x="-6" y="{(k + 0.5) * cell + 4:.1f}" text-anchor="end" '
-            f'font-size="11">{_e(name[:14])}</text>'
+            f'font-size="11">{_plain(name)[:14]}</text>'
         )
     return _frame("Confusion matrix", "Predicted label", "True label", "".join(body))
 
@@ -200,7 +242,7 @@ def svg_histogram(values: list[float], title: str, x_label: str) -> str:
     top = max(counts) or 1
     width = PLOT_SIZE / HIST_BINS
     sx, sy = _scales(lo, lo + span, 0, top)
-    body = [_axis_ticks(lo, lo + span, 0, top, sx, sy)]
+    body = [_axis_ticks(lo, lo + span, 0, top, sx, sy, y_integer=True)]
     for k, c in enumerate(counts):
         h = c / top * PLOT_SIZE
         body.append(
@@ -225,9 +267,9 @@ def _per_class_table(per_class: list[dict[str, Any]]) -> str:
         "<th>Support</th></tr>"
     )
     rows = [
-        f"<tr><td>{_e(r['name'])}</td><td>{_e(r['label'])}</td>"
+        f"<tr><td>{_plain(r['name'])}</td><td>{_plain(r['label'])}</td>"
         f"<td class='num'>{_fmt(r['precision'])}</td><td class='num'>{_fmt(r['recall'])}</td>"
-        f"<td class='num'>{_fmt(r['f1'])}</td><td class='num'>{r['support']}</td></tr>"
+        f"<td class='num'>{_fmt(r['f1'])}</td><td class='num'>{_plain(r['support'])}</td></tr>"
         for r in per_class
     ]
     return "<table>" + head + "".join(rows) + "</table>"
@@ -288,7 +330,7 @@ def render_report(evaluation, title: str = "", context: dict[str, Any] | None = 
     if evaluation.notes:
         parts.append("".join(f"<p class='note'>{_e(n)}</p>" for n in evaluation.notes))
     if context:
-        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in context.items())
+        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_plain(v)}</td></tr>" for k, v in context.items())
         parts.append(f"<h2>Run</h2><table>{rows}</table>")
     parts.append("</body></html>")
     return "".join(parts)
