@@ -10,6 +10,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv
+	@# xgboost (the CUDA build, with NCCL) gave way to xgboost-cpu: both install the module xgboost,
+	@# so an environment made before the change drops the old one first.
+	$(BIN)/uv pip uninstall -q --python $(BIN)/python xgboost nvidia-nccl-cu12 2>/dev/null || true
 	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -e ".[dev]"
 	touch $@
 

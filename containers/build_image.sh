@@ -45,7 +45,7 @@ trap 'rm -rf "$SRC"' EXIT
 
 # A wheel of the working tree, built from a clean copy (no stale build/ dirs, no __pycache__), with
 # fixed timestamps so that the same sources give the same bytes and Docker's layer cache holds.
-sources=(pyproject.toml batchpredict)
+sources=(pyproject.toml setup.py batchpredict components component_specs)
 [ -f README.md ] && sources+=(README.md)
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - "${sources[@]}" | tar -C "$SRC" -xf -
 [ -f "$SRC/README.md" ] || echo "# batchpredict" >"$SRC/README.md"
