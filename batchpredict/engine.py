@@ -8,7 +8,7 @@ Steps of a job (``run_job``):
 3. A predict call that fails is split in halves until the failing instances are isolated; each
    gets an error record (code 3 for bad input, 13 for a model error), the rest succeed.
 4. The main process counts everything (successful + failed == read), reports progress, writes
-   ``prediction.errors_stats-*`` and ``completion_stats.json`` and publishes the directory.
+   ``prediction.errors_stats-*`` and publishes the output (completion stats go in the result).
 """
 
 from __future__ import annotations

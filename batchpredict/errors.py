@@ -31,8 +31,14 @@ class InternalError(BatchPredictError):
 
 
 class InstanceError(Exception):
-    """One instance cannot be predicted; becomes an error record with ``code``."""
+    """One instance cannot be predicted; becomes an error record with ``code``.
 
-    def __init__(self, message: str, code: int = CODE_INVALID_ARGUMENT) -> None:
+    ``record`` is True when the failure's display is the input record itself (its key could not
+    be read: malformed, or not convertible), so the error record labels it ``instance``, not
+    ``key``.
+    """
+
+    def __init__(self, message: str, code: int = CODE_INVALID_ARGUMENT, record: bool = False):
         super().__init__(message)
         self.code = code
+        self.record = record

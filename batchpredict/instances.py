@@ -8,6 +8,9 @@ Rules (Vertex ``InstanceConfig``):
 - ``key_field``: its value is not sent to the model; the output carries ``key`` instead of
   ``instance``.
 - ``included_fields`` / ``excluded_fields``: mutually exclusive; excluded fields are not sent.
+  Without ``key_field`` they are attached to the output: its ``instance`` is the whole record
+  (Vertex: "excluded will be attached to the batch prediction output if key_field is not
+  specified"), so an excluded id column joins results back.
 
 Each converter takes a batch and returns the instances for the model, what the output shows for
 each (the instance, or its key) and the records that could not be converted, with the reason.
@@ -29,6 +32,11 @@ class InstanceConfig:
     key_field: str = ""
     included_fields: tuple[str, ...] = ()
     excluded_fields: tuple[str, ...] = ()
+
+    @property
+    def attach_excluded(self) -> bool:
+        """True when the output shows the whole record: excluded fields, and no key_field."""
+        return bool(self.excluded_fields) and not self.key_field
 
     @property
     def passthrough(self) -> bool:
@@ -67,6 +75,7 @@ def convert_json(values: list[Any], cfg: InstanceConfig) -> Converted:
         try:
             instance, display = _convert_json_value(value, cfg)
         except InstanceError as err:
+            err.record = True  # the failure shows the line's value, never a key
             out.failures.append((value, err))
             continue
         out.instances.append(instance)
@@ -112,7 +121,9 @@ def _convert_json_value(value: Any, cfg: InstanceConfig) -> tuple[Any, Any]:
         instance: Any = [value[f] for f in names]
     else:
         instance = {f: value[f] for f in names}
-    return instance, (key if cfg.key_field else instance)
+    if cfg.key_field:
+        return instance, key
+    return instance, (value if cfg.attach_excluded else instance)
 
 
 class TableConverter:
@@ -157,6 +168,13 @@ class TableConverter:
             idx = self.keep_index
             instances = [[row[i] for i in idx] for row in rows]
         names = self.keep_names
+        if self.cfg.attach_excluded:  # the whole row, excluded columns included, goes out
+            if self.cfg.instance_type == "object":
+                cols = self.columns
+                displays: list[Any] = [dict(zip(cols, row)) for row in rows]
+            else:
+                displays = rows
+            return Converted(instances=instances, displays=displays, columns=list(self.columns))
         if self.key_index is None:
             return Converted(instances=instances, displays=instances, columns=names)
         k = self.key_index

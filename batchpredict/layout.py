@@ -1,10 +1,14 @@
 """Vertex's output naming for custom-trained models.
 
-``<prefix>/prediction-<model-display-name>-<YYYY_MM_DDTHH_MM_SS_mmmZ>/`` holding
-``prediction.results-SSSSS-of-NNNNN`` (5-digit, zero-based),
-``prediction.errors_stats-00000-of-00001`` and, from this toolkit,
-``prediction.errors-SSSSS-of-NNNNN`` (failed instances with their error) and
-``completion_stats.json``.
+``<prefix>/prediction-<model-display-name>-<YYYY_MM_DDTHH_MM_SS_mmmZ>/`` holding exactly what
+Vertex's holds for a custom model, ``prediction.results-SSSSS-of-NNNNN`` (5-digit, zero-based) and
+``prediction.errors_stats-00000-of-00001`` (empty on success), plus, from this toolkit and only when
+instances failed, ``prediction.errors-SSSSS-of-NNNNN`` (failed instances with their error).
+
+The completion stats are not in that directory: they are in the job's result and artifacts. On
+Cloud Storage, where a directory cannot appear at once, the completeness marker
+``<prefix>/.batchpredict/<directory name>.completion_stats.json`` (the stats again) is written once
+the directory is complete: its presence says so. A local directory appears at once (a rename).
 
 AutoML models write ``predictions_N.jsonl`` / ``predictions_N.csv`` and ``errors_N.jsonl`` instead;
 ``io/results.py`` reads both layouts by the names defined here.
@@ -23,6 +27,9 @@ PREDICTION_DIR_PREFIX = "prediction-"
 AUTOML_RESULTS_GLOBS = ("predictions_*.jsonl", "predictions_*.csv")
 AUTOML_ERRORS_GLOBS = ("errors_*.jsonl",)
 COMPLETION_STATS_FILE = "completion_stats.json"
+# Beside the output directories, hidden: ``<prefix>/.batchpredict/<dir>.completion_stats.json``.
+MARKER_DIR = ".batchpredict"
+MARKER_SUFFIX = ".completion_stats.json"
 
 
 def timestamp(now: dt.datetime | None = None) -> str:
@@ -48,6 +55,15 @@ def shard_name(kind: str, index: int, count: int, extension: str = "") -> str:
 def shard_glob(kind: str) -> str:
     """``prediction.<kind>-*``: every shard of ``kind``, whatever its count and extension."""
     return f"prediction.{kind}-*"
+
+
+def completion_marker(prefix: str, dir_name: str) -> str:
+    """The completeness marker of ``<prefix>/<dir_name>``, outside that directory.
+
+    Outside, so the directory holds only Vertex's files: consumers that read every
+    ``prediction*`` file in it as results keep working.
+    """
+    return f"{prefix.rstrip('/')}/{MARKER_DIR}/{dir_name}{MARKER_SUFFIX}"
 
 
 def errors_stats_lines(counts: dict[str, int]) -> str:

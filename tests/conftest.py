@@ -44,8 +44,12 @@ def write_jsonl(path: Path, values, raw_lines=()) -> str:
     return str(path)
 
 
-def read_output(directory: str) -> dict:
-    """Results, error records, errors_stats lines and completion stats of an output directory."""
+def read_output(directory: str, result=None) -> dict:
+    """Results, error records, errors_stats lines and completion stats of an output directory.
+
+    The stats are not in the directory (it holds only Vertex's files): they come from the job's
+    ``result``, else from the completeness marker that Cloud Storage output has beside it.
+    """
     results, errors = [], []
     for path in sorted(glob.glob(os.path.join(directory, "prediction.results-*"))):
         with open(path) as f:
@@ -55,8 +59,9 @@ def read_output(directory: str) -> dict:
             errors += [json.loads(line) for line in f]
     with open(os.path.join(directory, "prediction.errors_stats-00000-of-00001")) as f:
         stats_lines = f.read().splitlines()
-    with open(os.path.join(directory, "completion_stats.json")) as f:
-        completion = json.load(f)
+    completion = {}
+    if result is not None:
+        completion = {**result.completion_stats, **result.stats}
     return {"results": results, "errors": errors, "errors_stats": stats_lines, "stats": completion}
 
 

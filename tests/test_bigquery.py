@@ -91,6 +91,13 @@ class Echo:
         return {'predictions': results}
 
 
+class Mirror(Echo):
+    '''Predicts the instance itself: what the model received.'''
+
+    def predict(self, instances):
+        return list(instances)
+
+
 class Doubler(Echo):
     '''Doubles the instance's ``f``; fails (code 13) on every fifth ``i``.'''
 
@@ -176,14 +183,22 @@ def test_rows_become_instances_as_vertex_converts_them(
                 bigquery_source_input_uri=source,
                 gcs_destination_output_uri_prefix=str(tmp_path / f"out{i}"),
                 model_uri=predictors,
-                predictor_class="bq_predictors:Echo",
+                predictor_class="bq_predictors:Mirror",
                 **kw,
             )
         )
         out = read_output(result.gcs_output_directory)
-        assert sorted((r["instance"] for r in out["results"]), key=str) == sorted(
+        assert sorted((r["prediction"] for r in out["results"]), key=str) == sorted(
             expected, key=str
         ), kw
+        # The output's instance: what the model got, or with excluded_fields (and no key_field)
+        # the whole row, since Vertex attaches excluded fields to the output.
+        shown = (
+            [dict(zip(names, r)) for r in TYPES_INSTANCES] if "excluded_fields" in kw else expected
+        )
+        assert sorted((r["instance"] for r in out["results"]), key=str) == sorted(shown, key=str), (
+            kw
+        )
     result = run_batch_prediction(
         spec(
             instances_format="bigquery",
@@ -301,7 +316,13 @@ def test_storage_read_streams_are_splits_read_by_worker_processes(
     assert result.stats["workers"] == 2
     table = bq.get_table(f"{dataset}.predicted")
     assert table.num_rows == n
-    assert [f.name for f in table.schema] == ["a", "b", "c", "d", "prediction"]
+    # the excluded id is attached to the output (no key_field), with its BigQuery type
+    assert [(f.name, f.field_type) for f in table.schema][4:] == [
+        ("id", "INTEGER"),
+        ("prediction", "INTEGER"),
+    ]
+    assert [f.name for f in table.schema][:4] == ["a", "b", "c", "d"]
+    assert sorted(r["id"] for r in rows_of(bq, f"{dataset}.predicted")) == list(range(n))
     assert bq.get_table(f"{dataset}.predicted_errors").num_rows == 0
 
 
@@ -330,7 +351,8 @@ def test_rest_fallback_reads_row_ranges(bq, sklearn_model_dir, sklearn_model, mo
         )
     )
     stamp = r"\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{3}Z"
-    assert re.fullmatch(f"predictions_{stamp}", result.bigquery_output_table)
+    # Vertex's names: predictions_<timestamp>_<NNN> and errors_<timestamp>_<NNN>
+    assert re.fullmatch(f"predictions_{stamp}_\\d{{3}}", result.bigquery_output_table)
     predicted = rows_of(bq, f"{dataset}.{result.bigquery_output_table}")
     expected = sklearn_model.predict(np.asarray(features)).tolist()
     assert sorted((r["a"], r["b"], r["c"], r["d"], r["prediction"]) for r in predicted) == sorted(
@@ -567,7 +589,12 @@ def test_pipeline_under_kfp_local_reads_and_writes_the_emulators(
     lines = gcs_read(f"{directory}/prediction.results-00000-of-00001").decode().splitlines()
     assert sorted(json.loads(x)["key"] for x in lines) == list(range(150))
     assert all(json.loads(x)["prediction"] == expected[json.loads(x)["key"]] for x in lines)
-    assert "completion_stats.json" in gcs_find(directory)
+    assert gcs_find(directory) == [
+        "prediction.errors_stats-00000-of-00001",
+        "prediction.results-00000-of-00001",
+    ]
+    marker = f"{directory.rsplit('/', 1)[0]}/.batchpredict/{directory.rsplit('/', 1)[1]}"
+    assert json.loads(gcs_read(f"{marker}.completion_stats.json"))["successful_count"] == 150
 
     uri, metadata = described["table"]
     out_dataset = metadata["datasetId"]

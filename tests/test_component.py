@@ -167,4 +167,4 @@ def test_runs_in_a_pipeline_under_kfp_local_subprocess_runner(tmp_path):
     assert task.output == 150
     (out_dir,) = os.listdir(tmp_path / "predictions")
     assert out_dir.startswith("prediction-kfp-local-")
-    assert read_output(str(tmp_path / "predictions" / out_dir))["stats"]["successful_count"] == 150
+    assert len(read_output(str(tmp_path / "predictions" / out_dir))["results"]) == 150

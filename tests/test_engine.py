@@ -41,12 +41,14 @@ def test_vertex_layout_and_exact_json_lines(tmp_path, sklearn_model_dir, sklearn
     )
     out_dir = result.gcs_output_directory
     assert DIR_RE.search(os.path.basename(out_dir)).group("model") == "iris_model"
+    # exactly what Vertex writes for a custom model on a clean run: "always 2 files"
     assert sorted(os.listdir(out_dir)) == [
-        "completion_stats.json",
-        "prediction.errors-00000-of-00001",
         "prediction.errors_stats-00000-of-00001",
         "prediction.results-00000-of-00001",
     ]
+    # the completion stats are in the result (and artifacts, CLI JSON), not beside the directory:
+    # a local directory appears at once, so it needs no completeness marker
+    assert os.listdir(os.path.dirname(out_dir)) == [os.path.basename(out_dir)]
     expected = sklearn_model.predict(np.asarray(rows)).tolist()
     with open(os.path.join(out_dir, "prediction.results-00000-of-00001")) as f:
         lines = f.read().splitlines()
@@ -76,7 +78,7 @@ def test_counts_conserved_with_malformed_lines_wrong_arity_and_strings(
             manual_batch_tuning_parameters_batch_size=8,
         )
     )
-    out = read_output(result.gcs_output_directory)
+    out = read_output(result.gcs_output_directory, result)
     assert len(out["results"]) == 30
     assert len(out["errors"]) == 3  # blank lines are not instances
     assert out["stats"]["read_count"] == 33
@@ -351,7 +353,7 @@ def test_max_failed_fraction_fails_the_job_after_writing_output(tmp_path, sklear
     with pytest.raises(UserError, match=r"3 of 4 instances failed \(75.0%\)"):
         run_batch_prediction(spec(tmp_path, [data], sklearn_model_dir, max_failed_fraction=0.5))
     (out_dir,) = os.listdir(tmp_path / "out")
-    assert read_output(str(tmp_path / "out" / out_dir))["stats"]["failed_count"] == 3
+    assert len(read_output(str(tmp_path / "out" / out_dir))["errors"]) == 3
 
 
 def test_fixed_output_directory_name_replaces_previous_run(tmp_path, sklearn_model_dir):
@@ -369,8 +371,7 @@ def test_vertex_only_inputs_are_recorded(tmp_path, sklearn_model_dir):
     result = run_batch_prediction(
         spec(tmp_path, [data], sklearn_model_dir, machine_type="n1-standard-4", max_replica_count=3)
     )
-    stats = read_output(result.gcs_output_directory)["stats"]
-    assert stats["vertex_only_settings"] == {
+    assert result.stats["vertex_only_settings"] == {
         "machine_type": "n1-standard-4",
         "max_replica_count": 3,
     }
@@ -462,3 +463,82 @@ def test_a_real_cpr_predictor_subclass_runs_unchanged(
     got = [r["prediction"]["scores"] for r in read_output(result.gcs_output_directory)["results"]]
     np.testing.assert_allclose(got, sklearn_model.predict_proba(X[:6]) * 2, rtol=1e-12)
     assert result.stats["model_framework"] == "custom"
+
+
+def test_excluded_id_is_attached_to_results_in_every_format(
+    tmp_path, sklearn_model_dir, sklearn_model, iris
+):
+    import csv as csv_module
+
+    X, _ = iris
+    rows = [{"row": f"r{i}", **dict(zip("abcd", x))} for i, x in enumerate(X[:6].tolist())]
+    expected = dict(zip((r["row"] for r in rows), sklearn_model.predict(X[:6]).tolist()))
+    # CSV rows are arrays in column order, as the scikit-learn model takes them.
+    csv_path = tmp_path / "in.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv_module.writer(f, quoting=csv_module.QUOTE_NONNUMERIC)
+        w.writerow(["row", "a", "b", "c", "d"])
+        for r in rows:
+            w.writerow([r["row"], r["a"], r["b"], r["c"], r["d"]])
+    for fmt in ("jsonl", "csv", "parquet"):
+        result = run_batch_prediction(
+            BatchPredictionJobSpec(
+                job_display_name=f"excl-{fmt}",
+                model_uri=sklearn_model_dir,
+                instances_format="csv",
+                gcs_source_uris=[str(csv_path)],
+                gcs_destination_output_uri_prefix=str(tmp_path / fmt),
+                excluded_fields=["row"],
+                predictions_format=fmt,
+                progress=False,
+                workers=1,
+            )
+        )
+        assert result.completion_stats["failed_count"] == 0
+        directory = result.gcs_output_directory
+        (shard,) = [p for p in os.listdir(directory) if p.startswith("prediction.results-")]
+        path = os.path.join(directory, shard)
+        if fmt == "jsonl":
+            with open(path) as f:
+                got = {json.loads(ln)["instance"][0]: json.loads(ln)["prediction"] for ln in f}
+        elif fmt == "csv":
+            with open(path) as f:
+                table = list(csv_module.DictReader(f))
+            assert list(table[0]) == ["row", "a", "b", "c", "d", "prediction"]
+            got = {r["row"]: int(r["prediction"]) for r in table}
+        else:
+            table = pq.read_table(path).to_pylist()
+            assert list(table[0]) == ["row", "a", "b", "c", "d", "prediction"]
+            got = {r["row"]: r["prediction"] for r in table}
+        assert got == expected, fmt
+
+
+def test_error_records_label_a_record_whose_key_could_not_be_read_as_instance(
+    tmp_path, sklearn_model_dir
+):
+    bad_value = {"id": 3, "a": "x", "b": 1.0, "c": 1.0, "d": 1.0}
+    rows = [{"id": 1, "a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}, {"a": 1.0}, bad_value]
+    data = write_jsonl(tmp_path / "in.jsonl", rows, raw_lines=['{"id": 4, "a": '])
+    result = run_batch_prediction(
+        BatchPredictionJobSpec(
+            job_display_name="labels",
+            model_uri=sklearn_model_dir,
+            gcs_source_uris=[data],
+            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
+            key_field="id",
+            instance_type="array",
+            included_fields=["a", "b", "c", "d"],
+            progress=False,
+            workers=1,
+        )
+    )
+    errors = read_output(result.gcs_output_directory)["errors"]
+    assert len(errors) == 3
+    # the key could not be read: the record carries the instance (the parsed line, or its text)
+    missing = [e for e in errors if e.get("instance") == {"a": 1.0}]
+    assert missing[0]["error"]["message"] == "key_field 'id' is missing from the instance."
+    assert [e["instance"] for e in errors if "Invalid JSON" in e["error"]["message"]] == [
+        '{"id": 4, "a": '
+    ]
+    # the key was read and the model failed on the instance: the record carries the key alone
+    assert [e["key"] for e in errors if "key" in e] == [3]

@@ -20,10 +20,8 @@ from batchpredict.io import fs
 from tests.cloud_fixtures import *  # noqa: F403 - fixtures
 from tests.cloud_fixtures import gcs_find, gcs_put, gcs_put_dir, gcs_read
 
+# A clean run's directory: exactly Vertex's files (no errors files when nothing failed).
 LAYOUT = [
-    "completion_stats.json",
-    "prediction.errors-00000-of-00002",
-    "prediction.errors-00001-of-00002",
     "prediction.errors_stats-00000-of-00001",
     "prediction.results-00000-of-00002",
     "prediction.results-00001-of-00002",
@@ -73,14 +71,18 @@ def test_wildcards_model_and_output_on_gcs(
     out = result.gcs_output_directory
     assert out.startswith(f"{bucket}/out/prediction-iris-")
     assert gcs_find(out) == LAYOUT
-    assert [p for p in gcs_find(f"{bucket}/out") if not p.startswith(out.rsplit("/", 1)[1])] == []
+    name = out.rsplit("/", 1)[1]
+    # beside the directory, only its completeness marker (written last, with the stats)
+    marker = f".batchpredict/{name}.completion_stats.json"
+    assert [p for p in gcs_find(f"{bucket}/out") if not p.startswith(name)] == [marker]
     results = read_lines(f"{out}/prediction.results-00000-of-00002")
     results += read_lines(f"{out}/prediction.results-00001-of-00002")
     expected = dict(zip(map(tuple, rows), sklearn_model.predict(np.asarray(rows)).tolist()))
     assert len(results) == 90
     assert {tuple(r["instance"]): r["prediction"] for r in results} == expected
-    stats = json.loads(gcs_read(f"{out}/completion_stats.json"))
+    stats = json.loads(gcs_read(f"{bucket}/out/{marker}"))
     assert stats["successful_count"] == 90 and stats["read_count"] == 90
+    assert stats["output_directory"] == out
     assert gcs_read(f"{out}/prediction.errors_stats-00000-of-00001") == b""
     assert list(tmp_path.glob("batchpredict-model-*")) == []  # the staged copy is removed
 
@@ -180,12 +182,12 @@ def test_output_appears_only_when_complete_and_replaces_a_fixed_name(bucket, tmp
     # While predicting, only the last run's results are under the final name, none of ours.
     assert seen == [["fixed/prediction.results-00000-of-00003"]] * 40
     assert gcs_find(out) == [
-        "completion_stats.json",
-        "prediction.errors-00000-of-00001",
         "prediction.errors_stats-00000-of-00001",
         "prediction.results-00000-of-00001",
     ]
-    assert gcs_find(f"{bucket}/atomic") == [f"fixed/{n}" for n in gcs_find(out)]
+    assert gcs_find(f"{bucket}/atomic") == [".batchpredict/fixed.completion_stats.json"] + [
+        f"fixed/{n}" for n in gcs_find(out)
+    ]
 
 
 def test_missing_buckets_are_named_and_never_created(gcs_env, bucket, gcs_model):

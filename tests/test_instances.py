@@ -220,3 +220,27 @@ def test_per_instance_messages_name_the_cause_without_instance_values():
     assert {str(e) for _, e in out.failures} == {
         "included_fields ['zz'] missing from the instance."
     }
+
+
+def test_excluded_fields_are_attached_to_the_output_without_key_field():
+    cfg = InstanceConfig(excluded_fields=("id",))
+    out = convert_json([{"id": "k1", "x": 1, "y": 2}], cfg)
+    assert out.instances == [{"x": 1, "y": 2}]  # not sent to the model...
+    assert out.displays == [{"id": "k1", "x": 1, "y": 2}]  # ...but attached to the output
+    keyed = convert_json(
+        [{"id": "k1", "x": 1, "noise": 0}],
+        InstanceConfig(key_field="id", excluded_fields=("noise",)),
+    )
+    assert keyed.displays == ["k1"]  # with key_field the output carries the key alone
+
+
+def test_excluded_table_columns_are_attached_to_the_output_rows():
+    conv = TableConverter(["id", "x", "y"], InstanceConfig(excluded_fields=("id",)))
+    out = conv.convert([["k1", 1.0, 2.0]])
+    assert out.instances == [[1.0, 2.0]]
+    assert out.displays == [["k1", 1.0, 2.0]] and out.columns == ["id", "x", "y"]
+    conv = TableConverter(
+        ["id", "x"], InstanceConfig(instance_type="object", excluded_fields=("id",))
+    )
+    out = conv.convert([["k1", 1.0]])
+    assert out.instances == [{"x": 1.0}] and out.displays == [{"id": "k1", "x": 1.0}]

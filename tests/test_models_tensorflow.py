@@ -88,7 +88,7 @@ def run(tmp_path, model_dir, instances, raw_lines=(), **kw):
             **kw,
         )
     )
-    return read_output(result.gcs_output_directory)
+    return read_output(result.gcs_output_directory, result)
 
 
 def test_float32_written_as_tf_serving_writes_them():
@@ -210,6 +210,6 @@ def test_spawned_workers_each_load_the_model(tmp_path, jpeg_model_dir, jpegs):
             workers=2,
         )
     )
-    out = read_output(result.gcs_output_directory)
+    out = read_output(result.gcs_output_directory, result)
     assert result.stats["workers"] == 2
     assert out["stats"]["successful_count"] == 18 and out["errors"] == []

@@ -119,15 +119,11 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         "workers": plan.workers,
         "batch_size": plan.batch_size,
         "model_framework": counts.framework or model.framework,
+        "vertex_only_settings": ignored,
     }
     destination.commit(
         dict(counts.errors),
-        {
-            **completion,
-            **stats,
-            "job_display_name": spec.job_display_name,
-            "vertex_only_settings": ignored,
-        },
+        {**completion, **stats, "job_display_name": spec.job_display_name},
     )
     location = destination.location
     if counts.failed:

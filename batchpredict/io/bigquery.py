@@ -11,8 +11,9 @@ Input (``bigquery_source_input_uri``, ``bq://project.dataset.table``, scheme opt
 Output (``bigquery_destination_output_uri``):
 - ``bq://project``: a new dataset ``prediction_<model>_<YYYY_MM_DDThh_mm_ss_sssZ>`` with tables
   ``predictions`` and ``errors``.
-- ``bq://project.dataset``: tables ``predictions_<timestamp>`` and ``errors_<timestamp>`` in that
-  (existing) dataset, as Vertex's ``OutputInfo.bigquery_output_table`` describes.
+- ``bq://project.dataset``: tables ``predictions_<timestamp>_<NNN>`` and
+  ``errors_<timestamp>_<NNN>`` (a random 3-digit suffix, as Vertex names them) in that (existing)
+  dataset, as Vertex's ``OutputInfo.bigquery_output_table`` describes.
 - ``bq://project.dataset.table``: that table (the dataset must exist, the table must not), and
   ``<table>_errors`` for the failed instances.
 
@@ -37,6 +38,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -506,8 +508,10 @@ class BigQueryDestination(Destination):
         if self.create_dataset:
             ref = TableRef(ref.project, dataset_name(model_display_name, now))
             self.predictions_table, self.errors_table = "predictions", "errors"
-        elif not ref.table:
-            self.predictions_table, self.errors_table = f"predictions_{stamp}", f"errors_{stamp}"
+        elif not ref.table:  # Vertex: predictions_<timestamp>_<NNN>, a 3-digit suffix
+            suffix = f"{secrets.randbelow(1000):03d}"
+            self.predictions_table = f"predictions_{stamp}_{suffix}"
+            self.errors_table = f"errors_{stamp}_{suffix}"
         else:
             self.predictions_table, self.errors_table = ref.table, f"{ref.table}_errors"
         self.ref = TableRef(ref.project, ref.dataset)

@@ -80,15 +80,37 @@ class DirectoryDestination(Destination):
         label = "key" if self.key_mode else "instance"
         return self.writer(results, errors, label)
 
+    @property
+    def marker(self) -> str:
+        """The completeness marker, outside the directory (``layout.completion_marker``)."""
+        return layout.completion_marker(self.prefix, self.dir_name)
+
     def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
-        """Writes errors_stats and completion_stats, then renames the directory into place."""
+        """Writes errors_stats and puts the directory in place.
+
+        The directory holds only Vertex's files. A local directory appears at once (a rename); on
+        Cloud Storage, where it cannot, the completeness marker beside it (with the completion
+        stats) is written last, and its presence says the directory is complete.
+        """
         with fs.open_file(fs.join(self.tmp_uri, layout.ERRORS_STATS_FILE), "w") as f:
             f.write(layout.errors_stats_lines(errors_stats))
-        with fs.open_file(fs.join(self.tmp_uri, layout.COMPLETION_STATS_FILE), "w") as f:
-            f.write(json.dumps(completion_stats, indent=2) + "\n")
-        if fs.is_remote(self.tmp_uri):
-            self._publish_remote()
+        if not fs.is_remote(self.tmp_uri):
+            self._publish_local()
             return
+        self._remove_marker()  # a replaced run's marker must not vouch for the new directory
+        self._publish_remote()
+        filesystem, marker = fs.filesystem(self.marker)
+        filesystem.makedirs(marker.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open_file(self.marker, "w") as f:
+            f.write(json.dumps({"output_directory": self.location, **completion_stats}, indent=2))
+            f.write("\n")
+
+    def _remove_marker(self) -> None:
+        filesystem, marker = fs.filesystem(self.marker)
+        with contextlib.suppress(FileNotFoundError):
+            filesystem.rm(marker)
+
+    def _publish_local(self) -> None:
         filesystem, final = fs.filesystem(self.location)
         _, tmp = fs.filesystem(self.tmp_uri)
         if filesystem.exists(final):  # a fixed output_directory_name: replace the last run's
@@ -109,7 +131,7 @@ class DirectoryDestination(Destination):
     # Object stores (gs://) have no directory rename: a "move" copies object by object, so the
     # output would appear piecemeal. Instead the shards stay under the hidden temporary prefix
     # until the job is done; then they are copied (server side) into the final directory, results
-    # after the errors files, and completion_stats.json last as the commit marker.
+    # after the errors files, and the completeness marker (outside the directory) is written last.
 
     def _check_remote_prefix(self) -> None:
         """Fails early, naming the URI, when the bucket is missing or cannot be written."""
@@ -134,11 +156,9 @@ class DirectoryDestination(Destination):
         if filesystem.exists(final):  # a fixed output_directory_name: replace the last run's
             filesystem.rm(final, recursive=True)
         results_prefix = f"prediction.{layout.RESULTS}-"
-        marker = layout.COMPLETION_STATS_FILE
         groups = [
-            [n for n in names if not n.startswith(results_prefix) and n != marker],
+            [n for n in names if not n.startswith(results_prefix)],
             [n for n in names if n.startswith(results_prefix)],
-            [n for n in names if n == marker],
         ]
         try:
             for group in groups:
@@ -155,6 +175,11 @@ class DirectoryDestination(Destination):
 
 
 def _error_record(label: str, display: Any, err: InstanceError) -> str:
+    """``{"key"|"instance": ..., "error": {code, message}}``.
+
+    A record whose key could not be read is labelled ``instance`` (it holds the input record).
+    """
+    label = "instance" if err.record else label
     return dumps({label: display, "error": {"code": err.code, "message": str(err)}})
 
 
@@ -164,11 +189,11 @@ class JsonlShardWriter(ShardWriter):
     format = "jsonl"
 
     def __init__(self, results_uri: str, errors_uri: str, label: str) -> None:
-        """Opens both files (they exist even when empty, as Vertex's shards do)."""
+        """Opens the results file (it exists even when empty, as Vertex's shards do)."""
         self.label = label
         self._head = b'{"' + label.encode() + b'": '
         self._results = fs.open_file(results_uri, "wb")
-        self._errors = fs.open_file(errors_uri, "w")
+        self._errors = _LazyErrors(errors_uri)
 
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
         """One line per result; identical to ``json.dumps({label: d, "prediction": p})``."""
@@ -199,10 +224,10 @@ class TableShardWriter(ShardWriter):
     """
 
     def __init__(self, results_uri: str, errors_uri: str, label: str) -> None:
-        """Opens the errors file now; the results file when the first rows arrive."""
+        """Opens the results file when the first rows arrive (or at close, empty)."""
         self.label = label
         self.results_uri = results_uri
-        self._errors = fs.open_file(errors_uri, "w")
+        self._errors = _LazyErrors(errors_uri)
         self._header: list[str] | None = None
 
     @property
@@ -314,6 +339,25 @@ class ParquetShardWriter(TableShardWriter):
             schema = pa.schema([(c, pa.string()) for c in self.header])
             pq.write_table(schema.empty_table(), self._file)
         self._file.close()
+
+
+class _LazyErrors:
+    """A shard's errors file, created by the first failed instance: none on a clean run."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._file: Any = None
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        if self._file is None:
+            self._file = fs.open_file(self.uri, "w")
+        self._file.write(text)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def _cell(value: Any) -> Any:

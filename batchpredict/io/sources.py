@@ -33,7 +33,7 @@ READ_BLOCK_BYTES = 1024 * 1024
 
 
 def _failure(display: Any, message: str) -> tuple[Any, InstanceError]:
-    return display, InstanceError(message, CODE_INVALID_ARGUMENT)
+    return display, InstanceError(message, CODE_INVALID_ARGUMENT, record=True)
 
 
 def _decoded(line: bytes) -> str:
