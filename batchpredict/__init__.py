@@ -4,8 +4,7 @@ The runtime package: everything that runs inside a component's container. It nev
 module top level, so it is usable from a notebook, a script or the ``batchpredict`` CLI.
 """
 
-# The one place the package version (and so the component image tag) is defined.
-__version__ = "0.1.0"
+from batchpredict.version import __version__
 
 __all__ = ["__version__", "BatchPredictionJobSpec", "run_batch_prediction"]
 

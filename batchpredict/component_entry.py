@@ -11,14 +11,12 @@ import logging
 import os
 from typing import Any
 
-from batchpredict.artifacts import ArtifactLike
+from batchpredict.artifacts import ArtifactLike, container_image_uri
 from batchpredict.backends import run_batch_prediction
 from batchpredict.errors import UserError
 from batchpredict.kfp_outputs import ArtifactOut, component_outputs
 from batchpredict.result import JobResult
 from batchpredict.spec import BatchPredictionJobSpec
-
-LOCAL_RESOURCE_TYPE = "LocalBatchPredictionJob"
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +51,7 @@ def model_batch_predict(
     if not spec.gcs_destination_output_uri_prefix and not spec.bigquery_destination_output_uri:
         spec.gcs_destination_output_uri_prefix = step_directory(gcs_output_directory)
     result = run_batch_prediction(spec, gcp_resources_path=gcp_resources)
-    resource_type = "BatchPredictionJob" if spec.backend == "vertex" else LOCAL_RESOURCE_TYPE
-    outputs = component_outputs(result, resource_type=resource_type)
+    outputs = component_outputs(result)
     os.makedirs(os.path.dirname(gcp_resources) or ".", exist_ok=True)
     with open(gcp_resources, "w") as f:
         f.write(outputs.gcp_resources)
@@ -104,19 +101,16 @@ def _apply_model_artifacts(
         else:
             spec.model_uri = model.uri
             spec.model_metadata = dict(model.metadata or {})
-        spec.container_image_uri = spec.container_image_uri or _image_uri(model)
+        spec.container_image_uri = spec.container_image_uri or container_image_uri(model.metadata)
         spec.model_display_name = spec.model_display_name or (model.metadata or {}).get(
             "displayName", ""
         )
     elif unmanaged is not None:
         spec.model_uri = unmanaged.uri
         spec.model_metadata = dict(unmanaged.metadata or {})
-        spec.container_image_uri = spec.container_image_uri or _image_uri(unmanaged)
-
-
-def _image_uri(artifact: ArtifactLike) -> str:
-    container_spec = (artifact.metadata or {}).get("containerSpec") or {}
-    return container_spec.get("imageUri", "")
+        spec.container_image_uri = spec.container_image_uri or container_image_uri(
+            unmanaged.metadata
+        )
 
 
 def _touch(artifact: ArtifactLike) -> None:

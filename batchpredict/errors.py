@@ -30,6 +30,16 @@ class InternalError(BatchPredictError):
     exit_code = 13
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, else its type's name.
+
+    Client libraries append whole response bodies (gcsfs, google-api-core); messages that name a
+    value and its fix quote only this line.
+    """
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class InstanceError(Exception):
     """One instance cannot be predicted; becomes an error record with ``code``.
 

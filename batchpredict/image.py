@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from batchpredict import __version__
+from batchpredict.version import __version__
 
 if TYPE_CHECKING:  # kfp is never imported at module top level
     from kfp.local import DockerRunner

@@ -23,6 +23,16 @@ from typing import Any
 
 from batchpredict.errors import InstanceError, UserError
 
+# What the output shows beside each prediction: the instance's key (when key_field is set), or
+# the instance itself. Decided here for both sides: the sources' displays and the outputs' labels.
+KEY = "key"
+INSTANCE = "instance"
+
+
+def display_label(keyed: bool) -> str:
+    """The output's name for what identifies a result: ``key`` when keyed, else ``instance``."""
+    return KEY if keyed else INSTANCE
+
 
 @dataclass(frozen=True)
 class InstanceConfig:
@@ -34,9 +44,24 @@ class InstanceConfig:
     excluded_fields: tuple[str, ...] = ()
 
     @property
+    def keyed(self) -> bool:
+        """True when the output shows each instance's key instead of the instance."""
+        return bool(self.key_field)
+
+    @property
     def attach_excluded(self) -> bool:
         """True when the output shows the whole record: excluded fields, and no key_field."""
-        return bool(self.excluded_fields) and not self.key_field
+        return bool(self.excluded_fields) and not self.keyed
+
+    def display(self, instance: Any, key: Any, record: Any) -> Any:
+        """What the output shows for ``instance``.
+
+        Its ``key`` when keyed; the whole ``record`` when excluded fields are attached; else the
+        instance itself.
+        """
+        if self.keyed:
+            return key
+        return record if self.attach_excluded else instance
 
     @property
     def passthrough(self) -> bool:
@@ -121,9 +146,7 @@ def _convert_json_value(value: Any, cfg: InstanceConfig) -> tuple[Any, Any]:
         instance: Any = [value[f] for f in names]
     else:
         instance = {f: value[f] for f in names}
-    if cfg.key_field:
-        return instance, key
-    return instance, (value if cfg.attach_excluded else instance)
+    return instance, cfg.display(instance, key, value)
 
 
 class TableConverter:

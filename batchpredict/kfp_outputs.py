@@ -60,14 +60,11 @@ def bigquery_table_artifact(dataset_uri: str, table: str) -> ArtifactOut:
     )
 
 
-def component_outputs(
-    result: JobResult, resource_type: str = "BatchPredictionJob"
-) -> ComponentOutputs:
+def component_outputs(result: JobResult) -> ComponentOutputs:
     """Maps a finished job onto ModelBatchPredictOp's outputs.
 
     Args:
-        result: the finished job.
-        resource_type: ``BatchPredictionJob`` for Vertex; the local backend names its own.
+        result: the finished job (its backend set its ``resource_type``).
 
     Returns:
         The outputs; completion stats are added to every artifact's metadata.
@@ -91,7 +88,7 @@ def component_outputs(
         bq = bigquery_table_artifact(result.bigquery_output_dataset, result.bigquery_output_table)
         bq.metadata.update(stats)
     return ComponentOutputs(
-        gcp_resources=gcp_resources_json(resource_type, result.resource_uri),
+        gcp_resources=gcp_resources_json(result.resource_type, result.resource_uri),
         batchpredictionjob=job,
         gcs_output_directory=gcs,
         bigquery_output_table=bq,

@@ -6,8 +6,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchpredict.errors import UserError
+
 JOB_STATE_SUCCEEDED = "JOB_STATE_SUCCEEDED"
 JOB_STATE_FAILED = "JOB_STATE_FAILED"
+# The gcp_resources resourceType of each backend's job.
+VERTEX_RESOURCE_TYPE = "BatchPredictionJob"
+LOCAL_RESOURCE_TYPE = "LocalBatchPredictionJob"
 
 
 @dataclass
@@ -24,6 +29,7 @@ class JobResult:
         bigquery_output_table: the predictions table name within that dataset ("" if none).
         completion_stats: ``successful_count``, ``failed_count``, ``incomplete_count``.
         stats: extra figures: ``rows_per_second``, ``elapsed_seconds``, ``read_count`` and more.
+        resource_type: the ``gcp_resources`` resourceType of the backend's job.
     """
 
     state: str
@@ -34,7 +40,37 @@ class JobResult:
     bigquery_output_table: str = ""
     completion_stats: dict[str, int] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    resource_type: str = VERTEX_RESOURCE_TYPE
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return dataclasses.asdict(self)
+
+
+def check_max_failed_fraction(value: float) -> None:
+    """Refuses a max_failed_fraction outside [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise UserError(f"max_failed_fraction must be within [0, 1]; got {value}.")
+
+
+def check_failures(
+    failed: int, total: int, max_failed_fraction: float, job: str, errors_location: str
+) -> None:
+    """The job-level gate of both backends: fails when failed / total > max_failed_fraction.
+
+    Args:
+        failed: instances that failed.
+        total: instances read (successful + failed).
+        max_failed_fraction: the largest failed fraction accepted.
+        job: the job, as the message names it.
+        errors_location: where the failed instances and their errors are.
+
+    Raises:
+        UserError: too many instances failed, naming the counts and where the errors are.
+    """
+    if total and failed / total > max_failed_fraction:
+        raise UserError(
+            f"{job}: {failed} of {total} instances failed ({failed / total:.1%}), above "
+            f"max_failed_fraction={max_failed_fraction}. Failed instances and their errors: "
+            f"{errors_location}."
+        )

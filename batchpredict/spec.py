@@ -14,6 +14,7 @@ from typing import Any
 from batchpredict.errors import UserError
 from batchpredict.io import formats
 from batchpredict.io.base import BIGQUERY_DESTINATION, BIGQUERY_SOURCE, GCS_DESTINATION, GCS_SOURCE
+from batchpredict.result import check_max_failed_fraction
 
 # The formats and what each can do are stated on their classes (batchpredict/io/formats.py).
 INSTANCES_FORMATS = formats.input_formats()
@@ -285,10 +286,7 @@ class BatchPredictionJobSpec:
             )
         if self.workers < 0:
             raise UserError(f"workers must be >= 0 (0 = one per core); got {self.workers}.")
-        if not 0.0 <= self.max_failed_fraction <= 1.0:
-            raise UserError(
-                f"max_failed_fraction must be within [0, 1]; got {self.max_failed_fraction}."
-            )
+        check_max_failed_fraction(self.max_failed_fraction)
         if self.output_directory_name and ("/" in self.output_directory_name):
             raise UserError(
                 "output_directory_name is one directory name, without '/'; got "

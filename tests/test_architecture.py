@@ -2,7 +2,7 @@
 
 import pytest
 
-from scripts.import_graph import imports, layer
+from scripts.import_graph import imports, layer, layer_graph
 
 GRAPH = imports()
 # Helper modules that only one step uses; every other module of tasks/ but the contract is a step.
@@ -68,3 +68,26 @@ def test_format_modules_stand_only_on_the_io_floor(module):
     floor = {f"batchpredict.io.{name}" for name in IO_FLOOR} | {"batchpredict.io"}
     within_io = {d for d in GRAPH[module] if d.startswith("batchpredict.io")}
     assert within_io <= floor, f"{module} imports {sorted(within_io - floor)}"
+
+
+def test_nothing_imports_the_package_top_level():
+    """``batchpredict/__init__`` re-exports for users; the package itself reads version.py."""
+    users = sorted(m for m, deps in GRAPH.items() if "batchpredict" in deps)
+    assert not users, f"{users} import batchpredict/__init__ (use batchpredict.version etc.)"
+
+
+def test_the_layers_form_no_cycle():
+    graph = layer_graph(GRAPH)
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(node) :], node]))
+        if node in done:
+            return
+        for dep in sorted(graph.get(node, ())):
+            visit(dep, [*path, node])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [])

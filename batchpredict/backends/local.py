@@ -9,12 +9,17 @@ import time
 from typing import Any
 
 from batchpredict.engine import JobPlan, run_job
-from batchpredict.errors import InternalError, UserError
+from batchpredict.errors import InternalError
 from batchpredict.instances import InstanceConfig
 from batchpredict.io import formats
 from batchpredict.io.base import Destination, Source
 from batchpredict.models import resolve_model
-from batchpredict.result import JOB_STATE_SUCCEEDED, JobResult
+from batchpredict.result import (
+    JOB_STATE_SUCCEEDED,
+    LOCAL_RESOURCE_TYPE,
+    JobResult,
+    check_failures,
+)
 from batchpredict.spec import BatchPredictionJobSpec
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ def build_destination(spec: BatchPredictionJobSpec, started: float) -> Destinati
         directory_name=spec.output_directory_name,
         project=spec.project,
         started=dt.datetime.fromtimestamp(started, dt.timezone.utc),
-        key_mode=bool(spec.key_field),
+        key_mode=instance_config(spec).keyed,
     )
 
 
@@ -137,14 +142,15 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         bigquery_output_table=destination.table_name,
         completion_stats=completion,
         stats=stats,
+        resource_type=LOCAL_RESOURCE_TYPE,
     )
-    if counts.read and counts.failed / counts.read > spec.max_failed_fraction:
-        raise UserError(
-            f"{counts.failed} of {counts.read} instances failed "
-            f"({counts.failed / counts.read:.1%}), above max_failed_fraction="
-            f"{spec.max_failed_fraction}. Failed instances and their errors: "
-            f"{destination.errors_location}."
-        )
+    check_failures(
+        counts.failed,
+        counts.read,
+        spec.max_failed_fraction,
+        f"Job {spec.job_display_name!r}",
+        destination.errors_location,
+    )
     return result
 
 

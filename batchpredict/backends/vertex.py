@@ -31,16 +31,16 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from batchpredict import __version__
 from batchpredict.backends.vertex_request import build_batch_prediction_job
 from batchpredict.errors import InternalError, UserError
 from batchpredict.kfp_outputs import gcp_resources_json
-from batchpredict.result import JobResult
+from batchpredict.result import VERTEX_RESOURCE_TYPE, JobResult, check_failures
 from batchpredict.spec import BatchPredictionJobSpec
+from batchpredict.version import __version__
 
 log = logging.getLogger(__name__)
 
-RESOURCE_TYPE = "BatchPredictionJob"
+RESOURCE_TYPE = VERTEX_RESOURCE_TYPE
 API_ENDPOINT_TEMPLATE = "{location}-aiplatform.googleapis.com"
 RESOURCE_URI_TEMPLATE = "https://{location}-aiplatform.googleapis.com/v1/{name}"
 CONSOLE_URI_TEMPLATE = (
@@ -415,13 +415,13 @@ def _result(spec: BatchPredictionJobSpec, job: Any) -> JobResult:
             completion,
         )
     done = completion["successful_count"] + completion["failed_count"]
-    if done and completion["failed_count"] / done > spec.max_failed_fraction:
-        raise UserError(
-            f"Vertex AI BatchPredictionJob {name} ended in {state} with "
-            f"{completion['failed_count']} of {done} instances failed, more than "
-            f"max_failed_fraction={spec.max_failed_fraction}. Output: "
-            f"{job.output_info.gcs_output_directory or job.output_info.bigquery_output_dataset}"
-        )
+    check_failures(
+        completion["failed_count"],
+        done,
+        spec.max_failed_fraction,
+        f"Vertex AI BatchPredictionJob {name} ended in {state}",
+        job.output_info.gcs_output_directory or job.output_info.bigquery_output_dataset,
+    )
     elapsed = _elapsed_seconds(job)
     return JobResult(
         state=state,

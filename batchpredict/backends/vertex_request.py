@@ -34,8 +34,10 @@ import os
 import re
 from typing import Any
 
+from batchpredict.artifacts import container_image_uri
 from batchpredict.errors import UserError
-from batchpredict.io import formats
+from batchpredict.io import formats, fs
+from batchpredict.io.bigquery import BQ_SCHEME, GCPC_TABLE_URI
 from batchpredict.spec import BatchPredictionJobSpec
 
 log = logging.getLogger(__name__)
@@ -43,19 +45,8 @@ log = logging.getLogger(__name__)
 # Set by Vertex AI Pipelines in every task's container; GCPC merges it into the job's labels.
 SYSTEM_LABELS_ENV = "VERTEX_AI_PIPELINES_RUN_LABELS"
 
-GCS_SCHEME = "gs://"
-GCS_FUSE_PREFIX = "/gcs/"
-
 # The fields of google.cloud.aiplatform.v1.UnmanagedContainerModel (snake_case).
 UNMANAGED_CONTAINER_MODEL_FIELDS = ("artifact_uri", "predict_schemata", "container_spec")
-
-# As GCPC's remote_runner: [bq://]project[.dataset[.table]], project optionally domain-scoped.
-_BQ_FULL_TABLE_URI = re.compile(
-    r"(?P<scheme>(bq|bigquery)://)?"
-    r"(?P<project>([a-z0-9.-]+:)?[a-z][a-z0-9-_]{4,28}[a-z0-9])"
-    r"([:\.](?P<dataset>[a-zA-Z0-9_]+)"
-    r"([:\.](?P<table>[^\.\:]+))?)?"
-)
 
 
 def gcs_uri(value: str, name: str) -> str:
@@ -68,10 +59,9 @@ def gcs_uri(value: str, name: str) -> str:
     Raises:
         UserError: ``value`` is a local path, which Vertex AI cannot read.
     """
-    if value.startswith(GCS_SCHEME):
-        return value
-    if value.startswith(GCS_FUSE_PREFIX):
-        return GCS_SCHEME + value[len(GCS_FUSE_PREFIX) :]
+    translated = fs.gcs_uri(value)
+    if translated.startswith(fs.GCS_SCHEME):
+        return translated
     raise UserError(
         f"{name}={value!r} is not in Cloud Storage, and Vertex AI only reads and writes gs:// "
         f"URIs. Copy it to a bucket (`gcloud storage cp -r {value} gs://BUCKET/...`) and pass "
@@ -111,9 +101,7 @@ def check_vertex_spec(spec: BatchPredictionJobSpec) -> None:
                 "a google.VertexModel artifact with metadata {'resourceName': "
                 "'projects/P/locations/L/models/ID'} (ModelUploadOp's output has it)."
             )
-        if not (
-            spec.model_uri.startswith(GCS_SCHEME) or spec.model_uri.startswith(GCS_FUSE_PREFIX)
-        ):
+        if not fs.gcs_uri(spec.model_uri).startswith(fs.GCS_SCHEME):
             raise UserError(
                 f"The model directory {spec.model_uri!r} is local, and Vertex AI loads model "
                 "artifacts from Cloud Storage. Copy it to a bucket "
@@ -283,15 +271,15 @@ def add_bigquery_scheme(payload: dict[str, Any]) -> dict[str, Any]:
     """Step 5a: ``bq://`` added to BigQuery URIs without a scheme, exactly where GCPC adds it."""
     source = payload.get("input_config", {}).get("bigquery_source", {})
     if "input_uri" in source:
-        match = _BQ_FULL_TABLE_URI.fullmatch(source["input_uri"])
+        match = GCPC_TABLE_URI.fullmatch(source["input_uri"])
         if match and match.group("scheme") is None:
-            source["input_uri"] = "bq://" + source["input_uri"]
+            source["input_uri"] = BQ_SCHEME + source["input_uri"]
     destination = payload.get("output_config", {}).get("bigquery_destination", {})
     if "output_uri" in destination:
         # GCPC matches the destination's prefix only (re.match), the source in full.
-        match = _BQ_FULL_TABLE_URI.match(destination["output_uri"])
+        match = GCPC_TABLE_URI.match(destination["output_uri"])
         if match and match.group("scheme") is None:
-            destination["output_uri"] = "bq://" + destination["output_uri"]
+            destination["output_uri"] = BQ_SCHEME + destination["output_uri"]
     return payload
 
 
@@ -356,6 +344,4 @@ def _snake(name: str) -> str:
 
 
 def _image_uri(spec: BatchPredictionJobSpec) -> str:
-    metadata = camel_to_snake_recursive(spec.model_metadata or {})
-    container_spec = metadata.get("container_spec") or {}
-    return spec.container_image_uri or container_spec.get("image_uri", "")
+    return spec.container_image_uri or container_image_uri(spec.model_metadata)

@@ -48,8 +48,8 @@ from typing import Any
 import orjson
 
 from batchpredict import layout
-from batchpredict.errors import InstanceError, InternalError, UserError
-from batchpredict.instances import InstanceConfig, TableConverter
+from batchpredict.errors import InstanceError, InternalError, UserError, first_line
+from batchpredict.instances import INSTANCE, KEY, InstanceConfig, TableConverter, display_label
 from batchpredict.io.base import (
     BIGQUERY_DESTINATION,
     BIGQUERY_SOURCE,
@@ -60,7 +60,7 @@ from batchpredict.io.base import (
     Source,
     Split,
 )
-from batchpredict.io.encoding import dumps
+from batchpredict.io.encoding import dumps, json_default_or_text
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,17 @@ REST_SPLIT_ROWS = 100_000
 REST_PAGE_ROWS = 5_000
 # Column names BigQuery accepts; other characters become underscores.
 _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_URI = re.compile(r"^(?:(?:bq|bigquery)://)?(?P<ref>[^/]+)$")
+# BigQuery URIs: [bq://|bigquery://]project[.dataset[.table]]. Ours (parse_uri) takes any
+# reference; GCPC's (remote_runner) checks project and dataset names, and decides where the Vertex
+# request gets a bq:// scheme added (backends/vertex_request.py).
+BQ_SCHEME = "bq://"
+_SCHEME = r"(?P<scheme>(?:bq|bigquery)://)?"
+_URI = re.compile("^" + _SCHEME + r"(?P<ref>[^/]+)$")
+GCPC_TABLE_URI = re.compile(
+    _SCHEME + r"(?P<project>([a-z0-9.-]+:)?[a-z][a-z0-9-_]{4,28}[a-z0-9])"
+    r"([:\.](?P<dataset>[a-zA-Z0-9_]+)"
+    r"([:\.](?P<table>[^\.\:]+))?)?"
+)
 ERRORS_FIELD = {
     "name": "errors",
     "type": "RECORD",
@@ -163,7 +173,7 @@ def bigquery_client(project: str) -> Any:
         return bigquery.Client(project=project or None)
     except Exception as err:  # google.auth.exceptions.DefaultCredentialsError and friends
         raise UserError(
-            f"Cannot create a BigQuery client for project {project!r}: {_first_line(err)}. Set up "
+            f"Cannot create a BigQuery client for project {project!r}: {first_line(err)}. Set up "
             "Application Default Credentials (gcloud auth application-default login, or a service "
             "account), or BIGQUERY_EMULATOR_HOST for an emulator."
         ) from err
@@ -189,11 +199,6 @@ def read_client() -> Any | None:
     return bigquery_storage_v1.BigQueryReadClient()
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _user_error(err: Exception, subject: str, fix: str) -> UserError:
     """A UserError for a failed BigQuery call about ``subject``, with the API's reason."""
     from google.api_core import exceptions as api
@@ -205,7 +210,7 @@ def _user_error(err: Exception, subject: str, fix: str) -> UserError:
             f"Permission denied on {subject}: {getattr(err, 'message', err)}. Check that the "
             "credentials (Application Default Credentials) have the BigQuery roles it needs."
         )
-    return UserError(f"BigQuery refused the request on {subject}: {_first_line(err)}")
+    return UserError(f"BigQuery refused the request on {subject}: {first_line(err)}")
 
 
 # ---- source ------------------------------------------------------------------------------------
@@ -344,7 +349,7 @@ class BigQuerySource(Source):
                 "The BigQuery Storage Read API is not available for %s (%s); reading with "
                 "tabledata.list instead, which is slower.",
                 self.ref.table_id,
-                _first_line(err),
+                first_line(err),
             )
             return None
         finally:  # no open channel while workers are forked; readers open their own
@@ -629,7 +634,7 @@ class BigQueryDestination(Destination):
 
     def shard_writer(self, index: int, count: int) -> ShardWriter:
         """A writer for this shard's staging files."""
-        return BigQueryShardWriter(self.staging_dir, index, "key" if self.key_mode else "instance")
+        return BigQueryShardWriter(self.staging_dir, index, display_label(self.key_mode))
 
     def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
         """Loads the errors table, then the predictions table, each with one load job."""
@@ -694,7 +699,7 @@ class BigQueryDestination(Destination):
         except Exception as err:
             raise InternalError(
                 f"Loading {rows} rows into BigQuery table {table_id!r} failed: "
-                f"{_first_line(err)}"
+                f"{first_line(err)}"
                 + "".join(f"; {e.get('message', e)}" for e in (getattr(err, "errors", None) or []))
             ) from err
 
@@ -726,8 +731,8 @@ class BigQueryShardWriter(ShardWriter):
         self._columns: list[str] | None = None  # the source's column names, once seen
 
     def _instance_columns(self, displays: list[Any], columns: list[str] | None) -> list[dict]:
-        if self.label == "key":
-            return [{"key": d} for d in displays]
+        if self.label == KEY:
+            return [{KEY: d} for d in displays]
         names = column_names(tuple(columns)) if columns else None
         out = []
         for d in displays:
@@ -736,7 +741,7 @@ class BigQueryShardWriter(ShardWriter):
             elif isinstance(d, list) and names and len(names) == len(d):
                 out.append(dict(zip(names, d)))
             else:
-                out.append({"instance": d})
+                out.append({INSTANCE: d})
         return out
 
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
@@ -765,7 +770,7 @@ class BigQueryShardWriter(ShardWriter):
             types[name] = merge_types(types.get(name), column_type(values))
         opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
         self._files[kind].write(
-            b"".join(orjson.dumps(r, default=_default, option=opts) for r in rows)
+            b"".join(orjson.dumps(r, default=json_default_or_text, option=opts) for r in rows)
         )
         self._rows[kind] += len(rows)
 
@@ -775,14 +780,6 @@ class BigQueryShardWriter(ShardWriter):
             f.close()
         with open(f"{self.base}.types.json", "w") as f:
             json.dump({"types": self._types, "rows": self._rows}, f)
-
-
-def _default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
 
 
 def _staged(staging_dir: str, kind: str) -> tuple[list[str], dict[str, Any], int]:

@@ -12,12 +12,13 @@ from typing import Any
 
 import fsspec
 
-from batchpredict.errors import UserError
+from batchpredict.errors import UserError, first_line
 
 GLOB_CHARS = "*?["
 # Vertex AI Pipelines mounts Cloud Storage at /gcs/<bucket>/... (Cloud Storage FUSE).
 GCS_FUSE_PREFIX = "/gcs/"
-GCS_SCHEMES = ("gs://", "gcs://")
+GCS_SCHEME = "gs://"
+GCS_SCHEMES = (GCS_SCHEME, "gcs://")
 # Set to ``host:port`` (or a URL) to use a Cloud Storage emulator instead of Google's endpoint;
 # gcsfs and google-cloud-storage both honour it.
 STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -34,9 +35,7 @@ _gcs_checked = False
 
 def normalize_uri(uri: str) -> str:
     """Maps a ``/gcs/bucket/...`` FUSE path to ``gs://bucket/...`` when no FUSE mount exists."""
-    if uri.startswith(GCS_FUSE_PREFIX) and not os.path.isdir(GCS_FUSE_PREFIX):
-        return "gs://" + uri[len(GCS_FUSE_PREFIX) :]
-    return uri
+    return uri if os.path.isdir(GCS_FUSE_PREFIX) else gcs_uri(uri)
 
 
 def gcs_uri(uri: str) -> str:
@@ -46,7 +45,7 @@ def gcs_uri(uri: str) -> str:
     there would appear piecemeal; through ``gs://`` it is published as a whole (see sinks).
     """
     if uri.startswith(GCS_FUSE_PREFIX):
-        return "gs://" + uri[len(GCS_FUSE_PREFIX) :]
+        return GCS_SCHEME + uri[len(GCS_FUSE_PREFIX) :]
     return uri
 
 
@@ -186,12 +185,6 @@ def check_bucket(uri: str, what: str) -> None:
 def _is_gcs(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("gs", "gcs")
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (gcsfs appends the whole response body)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def open_file(uri: str, mode: str = "rb", **kwargs: Any):

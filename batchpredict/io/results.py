@@ -25,6 +25,7 @@ import orjson
 
 from batchpredict import layout
 from batchpredict.errors import UserError
+from batchpredict.instances import INSTANCE, KEY
 from batchpredict.io import fs
 
 CUSTOM = "custom"
@@ -172,8 +173,8 @@ def _json_record(uri: str, n: int, line: bytes) -> Record:
         raise UserError(f"{uri}:{n} is not a JSON object: {line[:200]!r}")
     error = obj.get("error", obj.get("errors"))
     return Record(
-        key=obj.get("key"),
-        instance=obj.get("instance"),
+        key=obj.get(KEY),
+        instance=obj.get(INSTANCE),
         prediction=obj.get("prediction"),
         error=error if isinstance(error, dict) else None,
     )
@@ -193,17 +194,15 @@ def _table_records(uri: str) -> Iterator[Record]:
     names = table.column_names
     prediction_column = "prediction" if "prediction" in names else None
     error_columns = [c for c in ("error", "errors") if c in names]
-    instance_columns = [
-        c for c in names if c not in ("key", "prediction", "instance", *error_columns)
-    ]
+    instance_columns = [c for c in names if c not in (KEY, "prediction", INSTANCE, *error_columns)]
     cols = {c: table.column(c).to_pylist() for c in names}
     for i in range(table.num_rows):
         prediction = cols[prediction_column][i] if prediction_column else None
         if isinstance(prediction, str) and prediction[:1] in "[{":
             with contextlib.suppress(ValueError):
                 prediction = json.loads(prediction)
-        if "instance" in cols:
-            instance = cols["instance"][i]
+        if INSTANCE in cols:
+            instance = cols[INSTANCE][i]
         else:
             instance = {c: cols[c][i] for c in instance_columns} or None
         error = cols[error_columns[0]][i] if error_columns else None
@@ -213,7 +212,7 @@ def _table_records(uri: str) -> Iterator[Record]:
             except ValueError:
                 error = {"message": error}
         yield Record(
-            key=cols["key"][i] if "key" in cols else None,
+            key=cols[KEY][i] if KEY in cols else None,
             instance=instance,
             prediction=prediction,
             error=error if isinstance(error, dict) else None,

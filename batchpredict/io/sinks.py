@@ -16,7 +16,8 @@ from abc import abstractmethod
 from typing import Any
 
 from batchpredict import layout
-from batchpredict.errors import InstanceError, UserError
+from batchpredict.errors import InstanceError, UserError, first_line
+from batchpredict.instances import INSTANCE, KEY, display_label
 from batchpredict.io import fs
 from batchpredict.io.base import Destination, OutputPlan, ShardWriter
 from batchpredict.io.encoding import dumps, dumps_many
@@ -77,7 +78,7 @@ class DirectoryDestination(Destination):
             self.tmp_uri, layout.shard_name(layout.RESULTS, index, count, self.writer.extension)
         )
         errors = fs.join(self.tmp_uri, layout.shard_name(layout.ERRORS, index, count))
-        label = "key" if self.key_mode else "instance"
+        label = display_label(self.key_mode)
         return self.writer(results, errors, label)
 
     @property
@@ -145,7 +146,7 @@ class DirectoryDestination(Destination):
         except Exception as err:  # gcsfs: 403 -> OSError("Forbidden: ..."), 401 -> HttpError
             raise UserError(
                 f"Cannot write under gcs_destination_output_uri_prefix={self.prefix!r}: "
-                f"{fs.first_line(err)}. Check that the credentials may create objects there."
+                f"{first_line(err)}. Check that the credentials may create objects there."
             ) from err
 
     def _publish_remote(self) -> None:
@@ -179,7 +180,7 @@ def _error_record(label: str, display: Any, err: InstanceError) -> str:
 
     A record whose key could not be read is labelled ``instance`` (it holds the input record).
     """
-    label = "instance" if err.record else label
+    label = INSTANCE if err.record else label
     return dumps({label: display, "error": {"code": err.code, "message": str(err)}})
 
 
@@ -237,18 +238,18 @@ class TableShardWriter(ShardWriter):
         return self._header
 
     def _columns_for(self, display: Any, columns: list[str] | None) -> list[str]:
-        if self.label == "key":
-            return ["key"]
+        if self.label == KEY:
+            return [KEY]
         if isinstance(display, dict):
             return list(display)
         if isinstance(display, list):
             if columns and len(columns) == len(display):
                 return list(columns)
             return [f"instance_{i}" for i in range(len(display))]
-        return ["instance"]
+        return [INSTANCE]
 
     def _row(self, display: Any, prediction: Any) -> list[Any]:
-        if self.label == "key" or not isinstance(display, (dict, list)):
+        if self.label == KEY or not isinstance(display, (dict, list)):
             values = [display]
         elif isinstance(display, dict):
             values = [display.get(c) for c in self.header[:-1]]

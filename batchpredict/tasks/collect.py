@@ -27,6 +27,7 @@ from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
 from batchpredict.io.results import PredictionOutput, Record, load_output
 from batchpredict.io.tables import read_table, write_csv, write_json, write_parquet
+from batchpredict.result import check_max_failed_fraction
 from batchpredict.tasks.contract import (
     CLASSIFICATION,
     PREDICTED_COLUMN,
@@ -469,8 +470,7 @@ def _failure_counts(output: PredictionOutput, join_counts: dict[str, Any]) -> di
 
 def check_failed_fraction(metadata: dict[str, Any], max_failed_fraction: float) -> None:
     """Raises when a larger fraction of the rows than ``max_failed_fraction`` has no prediction."""
-    if not 0.0 <= max_failed_fraction <= 1.0:
-        raise UserError(f"max_failed_fraction must be within [0, 1]; got {max_failed_fraction}.")
+    check_max_failed_fraction(max_failed_fraction)
     fraction = metadata.get("failed_fraction", 0.0)
     if fraction > max_failed_fraction:
         parts = [f"{metadata.get('failed_count', 0)} failed instances"]
