@@ -96,11 +96,13 @@ def predict_isolated(
     instances: list[Any],
     displays: list[Any],
     parameters: dict[str, Any],
+    offset: int = 0,
 ) -> tuple[list[Any], list[Any], list[tuple[Any, InstanceError]]]:
     """Predicts ``instances``, splitting failed calls until the failing instances are isolated.
 
     Returns:
-        (displays of successes, their predictions, (display, error) of failures).
+        (displays of successes, their predictions, (display, error) of failures); each error's
+        ``row`` is its instance's position in the first call (``offset`` + index).
     """
     try:
         predictions = handler.predict(instances, parameters)
@@ -112,10 +114,14 @@ def predict_isolated(
         return displays, predictions, []
     except Exception as err:
         if len(instances) == 1:
-            return [], [], [(displays[0], _instance_error(handler, err))]
+            error = _instance_error(handler, err)
+            error.row = offset
+            return [], [], [(displays[0], error)]
         mid = len(instances) // 2
-        d1, p1, f1 = predict_isolated(handler, instances[:mid], displays[:mid], parameters)
-        d2, p2, f2 = predict_isolated(handler, instances[mid:], displays[mid:], parameters)
+        d1, p1, f1 = predict_isolated(handler, instances[:mid], displays[:mid], parameters, offset)
+        d2, p2, f2 = predict_isolated(
+            handler, instances[mid:], displays[mid:], parameters, offset + mid
+        )
         return d1 + d2, p1 + p2, f1 + f2
 
 
@@ -150,6 +156,7 @@ def process_split(
             writer.write(displays, predictions, conv.columns)
             counts.successful += len(predictions)
             if failures:
+                batch.locate_failures(failures)
                 writer.write_errors(failures)
                 counts.record_failures(failures)
         report(batch.read_count, batch.work)

@@ -4,6 +4,8 @@ Job-level errors stop a job before or during work and exit non-zero; per-instanc
 error records (``{"error": {"code": ..., "message": ...}}``) and never stop a job.
 """
 
+from typing import Any
+
 # google.rpc.Code values used in per-instance error records.
 CODE_INVALID_ARGUMENT = 3  # the instance itself is bad (malformed JSON, wrong arity, non-numeric)
 CODE_INTERNAL = 13  # the model failed on an instance that looked valid
@@ -52,3 +54,7 @@ class InstanceError(Exception):
         super().__init__(message)
         self.code = code
         self.record = record
+        # Where the instance came from, when the source knows: {"uri": ..., "line": N}.
+        self.source: dict[str, Any] | None = None
+        # Its position among the instances of the predict call that failed (engine bookkeeping).
+        self.row = -1

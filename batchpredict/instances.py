@@ -87,6 +87,13 @@ class Converted:
     displays: list[Any] = field(default_factory=list)
     failures: list[tuple[Any, InstanceError]] = field(default_factory=list)
     columns: list[str] | None = None
+    # For each failure, its position among the batch's input records (to locate it in the file).
+    failure_index: list[int] = field(default_factory=list)
+
+    def instance_records(self, count: int) -> list[int]:
+        """The input position of each instance: the ``count`` records less the failed ones."""
+        failed = set(self.failure_index)
+        return [i for i in range(count) if i not in failed]
 
 
 def convert_json(values: list[Any], cfg: InstanceConfig) -> Converted:
@@ -96,12 +103,13 @@ def convert_json(values: list[Any], cfg: InstanceConfig) -> Converted:
     out = Converted()
     if cfg.instance_type == "array" and cfg.included_fields:  # arrays of these named values
         out.columns = [f for f in cfg.included_fields if f != cfg.key_field]
-    for value in values:
+    for index, value in enumerate(values):
         try:
             instance, display = _convert_json_value(value, cfg)
         except InstanceError as err:
             err.record = True  # the failure shows the line's value, never a key
             out.failures.append((value, err))
+            out.failure_index.append(index)
             continue
         out.instances.append(instance)
         out.displays.append(display)

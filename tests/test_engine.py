@@ -542,3 +542,33 @@ def test_error_records_label_a_record_whose_key_could_not_be_read_as_instance(
     ]
     # the key was read and the model failed on the instance: the record carries the key alone
     assert [e["key"] for e in errors if "key" in e] == [3]
+
+
+def test_error_records_say_which_file_and_line(tmp_path, sklearn_model_dir, monkeypatch):
+    # small splits and batches: failures in later splits and batches, blank lines between
+    monkeypatch.setattr(sources, "SPLIT_BYTES", 200)
+    good = "[1.0, 2.0, 3.0, 4.0]"
+    lines = []
+    for i in range(60):
+        lines.append("" if i % 7 == 3 else good)
+    bad = {10: "{not json", 25: '["a", "b", "c", "d"]', 41: "[1.0, 2.0]", 58: "{oops"}
+    for n, text in bad.items():
+        lines[n - 1] = text  # line n (1-based)
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = run_batch_prediction(
+        spec(tmp_path, [str(path)], sklearn_model_dir, manual_batch_tuning_parameters_batch_size=4)
+    )
+    errors = read_output(result.gcs_output_directory)["errors"]
+    got = {e["source"]["line"]: e for e in errors}
+    assert sorted(got) == sorted(bad)
+    assert all(e["source"]["uri"] == str(path) for e in errors)
+    assert got[25]["error"]["code"] == 3 and "instance" in got[25]  # failed in predict
+    assert got[10]["instance"] == "{not json"  # failed to parse
+    csv_path = tmp_path / "in.csv"
+    csv_path.write_text('a,b,c,d\n1,2,3,4\n\n1,2\n"x",2,3,4\n5,6,7,8\n')
+    result = run_batch_prediction(
+        spec(tmp_path, [str(csv_path)], sklearn_model_dir, instances_format="csv")
+    )
+    errors = read_output(result.gcs_output_directory)["errors"]
+    assert sorted(e["source"]["line"] for e in errors) == [4, 5]

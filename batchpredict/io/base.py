@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,15 +50,30 @@ class Split:
 
 @dataclass
 class Batch:
-    """Converted records from one split, and the progress units they consumed."""
+    """Converted records from one split, and the progress units they consumed.
+
+    ``locate``, where the source can tell, maps a record's position in the batch to where it came
+    from (``{"uri": ..., "line": N}``); it is called only for failed instances.
+    """
 
     converted: Converted
     work: int = 0
+    locate: Callable[[int], dict[str, Any]] | None = None
 
     @property
     def read_count(self) -> int:
         """Records read: instances plus failures."""
         return len(self.converted.instances) + len(self.converted.failures)
+
+    def locate_failures(self, failures: list[tuple[Any, InstanceError]]) -> None:
+        """Sets each predict failure's ``source`` from its position among the instances."""
+        if self.locate is None or not failures:
+            return
+        conv = self.converted
+        records = conv.instance_records(len(conv.instances) + len(conv.failures))
+        for _, err in failures:
+            if 0 <= err.row < len(records):
+                err.source = self.locate(records[err.row])
 
 
 class Source(ABC):

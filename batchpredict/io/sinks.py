@@ -176,12 +176,16 @@ class DirectoryDestination(Destination):
 
 
 def _error_record(label: str, display: Any, err: InstanceError) -> str:
-    """``{"key"|"instance": ..., "error": {code, message}}``.
+    """``{"key"|"instance": ..., "error": {code, message}, "source": {uri, line}}``.
 
-    A record whose key could not be read is labelled ``instance`` (it holds the input record).
+    A record whose key could not be read is labelled ``instance`` (it holds the input record);
+    ``source`` (the input file and line) where the source format has lines.
     """
     label = INSTANCE if err.record else label
-    return dumps({label: display, "error": {"code": err.code, "message": str(err)}})
+    record = {label: display, "error": {"code": err.code, "message": str(err)}}
+    if err.source:
+        record["source"] = err.source
+    return dumps(record)
 
 
 class JsonlShardWriter(ShardWriter):

@@ -13,7 +13,8 @@ import base64
 import csv
 import logging
 from abc import abstractmethod
-from collections.abc import Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -60,8 +61,14 @@ class LineSource(Source):
     def _data_start(self, uri: str) -> int:
         return 0
 
-    def _line_blocks(self, split: Split) -> Iterator[tuple[list[bytes], int]]:
-        """Yields (non-blank lines, bytes consumed) for the lines starting in the split."""
+    def _line_blocks(
+        self, split: Split
+    ) -> Iterator[tuple[list[bytes], int, int, list[int] | None]]:
+        """Yields the lines starting in the split, block by block.
+
+        Each block: (non-blank lines, bytes consumed, lines read including blank ones, the
+        positions of the blank ones or None when there are none).
+        """
         with fs.open_file(split.uri, "rb") as f:
             pos = split.start
             if split.start > 0:
@@ -76,27 +83,63 @@ class LineSource(Source):
                 if not block:
                     break
                 pos += len(block)
-                lines = (carry + block).split(b"\n")
-                carry = lines.pop()
-                yield [ln for ln in lines if ln.strip()], len(block)
+                raw = (carry + block).split(b"\n")
+                carry = raw.pop()
+                lines = [ln for ln in raw if ln.strip()]
+                blanks = None
+                if len(lines) != len(raw):
+                    blanks = [i for i, ln in enumerate(raw) if not ln.strip()]
+                yield lines, len(block), len(raw), blanks
             if carry:  # the last line started inside the split: finish it
                 rest = f.readline()
                 line = carry + rest
-                yield ([line] if line.strip() else []), 0
+                yield ([line] if line.strip() else []), 0, 1, (None if line.strip() else [0])
 
     def batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
-        """Groups the split's lines into batches and converts them."""
+        """Groups the split's lines into batches and converts them.
+
+        Each batch can locate its records (file and line), for the error records of failures.
+        """
         pending: list[bytes] = []
         work = 0
-        for lines, consumed in self._line_blocks(split):
+        lines_map = _LineMap(lambda: self._first_line(split))
+        for lines, consumed, raw_count, blanks in self._line_blocks(split):
             work += consumed
+            lines_map.add(len(lines), raw_count, blanks)
             pending.extend(lines)
             while len(pending) >= batch_size:
                 chunk, pending = pending[:batch_size], pending[batch_size:]
-                yield Batch(self.convert_lines(chunk), work)
+                yield self._batch(chunk, work, split.uri, lines_map)
                 work = 0
         if pending or work:
-            yield Batch(self.convert_lines(pending), work)
+            yield self._batch(pending, work, split.uri, lines_map)
+
+    def _batch(self, chunk: list[bytes], work: int, uri: str, lines_map: _LineMap) -> Batch:
+        start = lines_map.take(len(chunk))
+
+        def locate(index: int) -> dict[str, Any]:
+            return {"uri": uri, "line": lines_map.line(start + index)}
+
+        converted = self.convert_lines(chunk)
+        for (_, err), index in zip(converted.failures, converted.failure_index):
+            err.source = locate(index)
+        return Batch(converted, work, locate)
+
+    def _first_line(self, split: Split) -> int:
+        """The 1-based line number of the first line starting in ``split`` (read only on need)."""
+        if split.start == 0:
+            return 1
+        count, pos = 0, 0
+        with fs.open_file(split.uri, "rb") as f:
+            while pos < split.start - 1:
+                block = f.read(min(READ_BLOCK_BYTES, split.start - 1 - pos))
+                if not block:
+                    break
+                count += block.count(b"\n")
+                pos += len(block)
+            skipped = f.readline()  # the line the split's start falls in belongs to the last
+            count += skipped.count(b"\n")
+        return count + 1
 
     @abstractmethod
     def convert_lines(self, lines: list[bytes]) -> Converted:
@@ -111,17 +154,21 @@ class JsonlSource(LineSource):
     def convert_lines(self, lines: list[bytes]) -> Converted:
         """Parses each line with orjson; a malformed line is a failure."""
         loads = orjson.loads
-        failures = []
+        failures, failed_at = [], []
         try:
             values = [loads(ln) for ln in lines]
         except orjson.JSONDecodeError:
             values = []
-            for ln in lines:
+            for i, ln in enumerate(lines):
                 try:
                     values.append(loads(ln))
                 except orjson.JSONDecodeError as err:
                     failures.append(_failure(_decoded(ln.rstrip(b"\r")), f"Invalid JSON: {err}"))
+                    failed_at.append(i)
         out = convert_json(values, self.cfg)
+        if failed_at or out.failure_index:  # positions among the lines, not the parsed values
+            parsed = [i for i in range(len(lines)) if i not in set(failed_at)]
+            out.failure_index = failed_at + [parsed[v] for v in out.failure_index]
         out.failures[:0] = failures
         return out
 
@@ -179,7 +226,8 @@ class CsvSource(LineSource):
         width = len(conv.columns)
         rows: list[list[Any]] = []
         failures = []
-        for ln in lines:
+        kept: list[int] = []  # positions of the rows that parsed (the others failed, in order)
+        for i, ln in enumerate(lines):
             text = _decoded(ln).rstrip("\r")
             try:
                 row = next(csv.reader([text], quoting=csv.QUOTE_NONNUMERIC))
@@ -212,9 +260,53 @@ class CsvSource(LineSource):
                     )
                     continue
             rows.append(row)
+            kept.append(i)
         out = conv.convert(rows)
         out.failures[:0] = failures
+        if failures:
+            parsed = set(kept)
+            out.failure_index = [i for i in range(len(lines)) if i not in parsed]
         return out
+
+
+class _LineMap:
+    """Where each non-blank line of a split is: its line number in the file, found on demand.
+
+    Blocks of lines arrive in order; ``add`` records one (its non-blank lines, all its lines, the
+    positions of the blank ones), ``take`` hands out the next records' positions, and ``line``
+    turns a position into a 1-based line number. Nothing is computed until a failure asks.
+    """
+
+    def __init__(self, first_line: Callable[[], int]) -> None:
+        self._first_line = first_line
+        self._first: int | None = None
+        self._starts: list[int] = []  # position of each block's first non-blank line
+        self._blocks: list[tuple[int, list[int] | None]] = []  # (lines before it, blanks)
+        self._records = 0  # non-blank lines added
+        self._lines = 0  # lines added, blank ones included
+        self._taken = 0
+
+    def add(self, records: int, lines: int, blanks: list[int] | None) -> None:
+        if records:
+            self._starts.append(self._records)
+            self._blocks.append((self._lines, blanks))
+        self._records += records
+        self._lines += lines
+
+    def take(self, count: int) -> int:
+        start, self._taken = self._taken, self._taken + count
+        return start
+
+    def line(self, position: int) -> int:
+        if self._first is None:
+            self._first = self._first_line()
+        block = bisect_right(self._starts, position) - 1
+        before, blanks = self._blocks[block]
+        offset = position - self._starts[block]
+        for blank in blanks or ():  # the offset-th non-blank line: step over blank ones
+            if blank <= offset:
+                offset += 1
+        return self._first + before + offset
 
 
 def _looks_like_data(first_row: str) -> bool:
@@ -245,13 +337,14 @@ class FileListSource(LineSource):
     def convert_lines(self, lines: list[bytes]) -> Converted:
         """Reads each listed file; the output's instance is the URI."""
         out = Converted()
-        for ln in lines:
+        for i, ln in enumerate(lines):
             uri = _decoded(ln).strip()
             try:
                 with fs.open_file(uri, "rb") as f:
                     content = f.read()
             except (OSError, ValueError) as err:
                 out.failures.append(_failure(uri, f"Cannot read {uri!r}: {err}"))
+                out.failure_index.append(i)
                 continue
             out.instances.append({"b64": base64.b64encode(content).decode("ascii")})
             out.displays.append(uri)
