@@ -11,9 +11,9 @@ is 1. With ``--cache`` (kfp.local's opt-in caching), a rerun with the same argum
 step's outputs, batch prediction included: each step's inputs are the cached outputs of the steps
 before it, so their cache keys match.
 
-A pipeline module may define ``local_arguments(workdir) -> dict``: the arguments of a local run
-when none are given (``vertex_custom_model`` writes a small model and instances there and runs its
-local form).
+A pipeline module may define ``local_arguments(workdir) -> dict``: the default arguments of a local
+run, under ``--param`` (``vertex_custom_model`` writes a small model and instances there and runs
+its local form).
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def run_pipeline(
 
     Args:
         name: the module name in pipelines/.
-        params: pipeline arguments; when None, the module's ``local_arguments(workdir)`` if it
-            has one.
+        params: pipeline arguments, over the module's ``local_arguments(workdir)`` when it has
+            one.
         cache: enable kfp.local caching (entries under ``<pipeline_root>/.kfp_cache``).
         runner: ``subprocess`` (this interpreter, ``use_venv=False``) or ``docker`` (the
             component image).
@@ -143,10 +143,9 @@ def run_pipeline(
     pipeline = load_pipeline(name)
     root = os.path.abspath(pipeline_root)
     os.makedirs(root, exist_ok=True)
-    if params is None:
-        module = importlib.import_module(f"pipelines.{name}")
-        make_arguments = getattr(module, "local_arguments", None)
-        params = make_arguments(os.path.join(root, f"{name}_inputs")) if make_arguments else {}
+    make_arguments = getattr(importlib.import_module(f"pipelines.{name}"), "local_arguments", None)
+    if make_arguments is not None:  # its local defaults, under what the caller gave
+        params = {**make_arguments(os.path.join(root, f"{name}_inputs")), **(params or {})}
     local.init(
         # docker_runner lets the image's non-root user write to the mounted pipeline root.
         runner=local.SubprocessRunner(use_venv=False)
@@ -163,7 +162,7 @@ def run_pipeline(
     task, failure = None, None
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # type: ignore[type-var]
         try:
-            task = pipeline(**params)
+            task = pipeline(**(params or {}))
         except RuntimeError as err:  # kfp.local: "Task 'x' finished with status FAILURE"
             failure = err
     wall = time.monotonic() - started
@@ -396,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_pipeline(
             args.pipeline,
-            params=params or None,
+            params=params,
             cache=args.cache,
             runner=args.runner,
             pipeline_root=args.pipeline_root,

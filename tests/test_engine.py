@@ -125,7 +125,11 @@ def test_model_error_isolated_with_code_13(tmp_path):
     assert sorted(r["instance"] for r in out["results"]) == [i for i in range(40) if i != 13]
     assert all(r["prediction"] == r["instance"] * 2 for r in out["results"])
     assert out["errors"] == [
-        {"instance": 13, "error": {"code": 13, "message": "RuntimeError: unlucky"}}
+        {
+            "instance": 13,
+            "error": {"code": 13, "message": "RuntimeError: unlucky"},
+            "source": {"uri": data, "line": 14},  # the 14th line holds 13
+        }
     ]
     assert out["errors_stats"] == ["('RuntimeError: unlucky', 1)"]
 

@@ -165,9 +165,15 @@ def test_a_failed_step_prints_its_error_run_directory_and_report_and_exits_1(tmp
 
 
 def test_vertex_custom_model_runs_its_local_form_without_arguments(tmp_path, capsys):
-    assert main(["vertex_custom_model", "--pipeline-root", str(tmp_path)]) == 0
+    # --param goes over the generated local arguments (model, instances, backend='local')
+    argv = ["vertex_custom_model", "--pipeline-root", str(tmp_path)]
+    assert main([*argv, "--param", "max_replica_count=3"]) == 0
     out = capsys.readouterr().out
     assert "successful 200, failed 0" in out
+    run_dir = Path(out.split("Run directory: ")[1].split()[0])
+    (executor_output,) = run_dir.glob("*/executor_output.json")
+    job = json.loads(executor_output.read_text())["artifacts"]["batchpredictionjob"]["artifacts"][0]
+    assert job["metadata"]["vertexOnlySettings"]["max_replica_count"] == 3  # the --param
     predictions = out.split("output directory ")[1].split()[0]
     assert (
         Path(predictions).parent
