@@ -6,7 +6,7 @@ module top level, so it is usable from a notebook, a script or the ``batchpredic
 
 from batchpredict.version import __version__
 
-__all__ = ["__version__", "BatchPredictionJobSpec", "run_batch_prediction"]
+__all__ = ["__version__", "BatchPredictionJobSpec", "read_predictions", "run_batch_prediction"]
 
 
 def __getattr__(name: str):  # lazy exports keep `import batchpredict` cheap
@@ -14,6 +14,10 @@ def __getattr__(name: str):  # lazy exports keep `import batchpredict` cheap
         from batchpredict.spec import BatchPredictionJobSpec
 
         return BatchPredictionJobSpec
+    if name == "read_predictions":
+        from batchpredict.io.reader import read_predictions
+
+        return read_predictions
     if name == "run_batch_prediction":
         from batchpredict.backends import run_batch_prediction
 

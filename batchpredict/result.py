@@ -46,6 +46,34 @@ class JobResult:
         """A JSON-ready copy."""
         return dataclasses.asdict(self)
 
+    @property
+    def output_location(self) -> str:
+        """The output directory, or ``bq://project.dataset.table`` of the predictions table."""
+        if self.gcs_output_directory:
+            return self.gcs_output_directory
+        if self.bigquery_output_dataset and self.bigquery_output_table:
+            return f"{self.bigquery_output_dataset}.{self.bigquery_output_table}"
+        return ""
+
+    def predictions(self, project: str = "") -> Any:
+        """A reader of this job's output (see ``batchpredict.io.reader``).
+
+        Iterate it for ``(key or instance, prediction)``; ``errors()``, ``to_arrow()``,
+        ``to_pandas()`` and ``iter_outputs()`` as documented there.
+
+        Raises:
+            UserError: the job reported no output.
+        """
+        from batchpredict.io.reader import read_predictions
+
+        if not self.output_location:
+            raise UserError(f"Job {self.resource_name!r} reported no output to read.")
+        return read_predictions(self.output_location, project=project)
+
+    def iter_outputs(self, bq_max_results: int = 100) -> Any:
+        """As aiplatform's ``BatchPredictionJob.iter_outputs()``: output files, or table rows."""
+        return self.predictions().iter_outputs(bq_max_results=bq_max_results)
+
 
 def check_max_failed_fraction(value: float) -> None:
     """Refuses a max_failed_fraction outside [0, 1]."""

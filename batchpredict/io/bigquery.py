@@ -81,6 +81,8 @@ _COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 BQ_SCHEME = "bq://"
 _SCHEME = r"(?P<scheme>(?:bq|bigquery)://)?"
 _URI = re.compile("^" + _SCHEME + r"(?P<ref>[^/]+)$")
+# predictions_<timestamp>_<NNN>: the table names Vertex AI generates in a given dataset.
+_GENERATED_TABLE = re.compile(r"predictions_\d{4}_\d\d_\d\dT\d\d_\d\d_\d\d_\d{3}Z_\d{3}")
 GCPC_TABLE_URI = re.compile(
     _SCHEME + r"(?P<project>([a-z0-9.-]+:)?[a-z][a-z0-9-_]{4,28}[a-z0-9])"
     r"([:\.](?P<dataset>[a-zA-Z0-9_]+)"
@@ -450,6 +452,18 @@ def _arrow_schema(serialized: bytes) -> Any:
 # ---- destination -------------------------------------------------------------------------------
 
 
+def errors_table_name(predictions_table: str) -> str:
+    """The errors table beside ``predictions_table``, as Vertex AI and this toolkit name it.
+
+    ``predictions`` -> ``errors`` and ``predictions_<suffix>`` -> ``errors_<suffix>`` (the tables
+    of a new dataset, or of a dataset given without a table); a table the user named ``T`` gets
+    ``T_errors``.
+    """
+    if predictions_table == "predictions" or _GENERATED_TABLE.fullmatch(predictions_table):
+        return "errors" + predictions_table[len("predictions") :]
+    return f"{predictions_table}_errors"
+
+
 def dataset_name(model_display_name: str, now: dt.datetime | None = None) -> str:
     """``prediction_<model>_<YYYY_MM_DDThh_mm_ss_sssZ>``, the model name made dataset-safe."""
     model = re.sub(r"[^A-Za-z0-9_]", "_", model_display_name)
@@ -512,13 +526,12 @@ class BigQueryDestination(Destination):
         stamp = layout.timestamp(now)
         if self.create_dataset:
             ref = TableRef(ref.project, dataset_name(model_display_name, now))
-            self.predictions_table, self.errors_table = "predictions", "errors"
+            self.predictions_table = "predictions"
         elif not ref.table:  # Vertex: predictions_<timestamp>_<NNN>, a 3-digit suffix
-            suffix = f"{secrets.randbelow(1000):03d}"
-            self.predictions_table = f"predictions_{stamp}_{suffix}"
-            self.errors_table = f"errors_{stamp}_{suffix}"
+            self.predictions_table = f"predictions_{stamp}_{secrets.randbelow(1000):03d}"
         else:
-            self.predictions_table, self.errors_table = ref.table, f"{ref.table}_errors"
+            self.predictions_table = ref.table
+        self.errors_table = errors_table_name(self.predictions_table)
         self.ref = TableRef(ref.project, ref.dataset)
         self.dataset_location = ""  # a new dataset's location ("" = BigQuery's default)
         self.instance_schema: list[dict[str, Any]] = []  # known column types (API repr)

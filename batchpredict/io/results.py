@@ -58,6 +58,11 @@ class Record:
     prediction: Any = None
     error: dict[str, Any] | None = None
 
+    @property
+    def key_or_instance(self) -> Any:
+        """What identifies the record: its ``key`` (key_field jobs), else its ``instance``."""
+        return self.key if self.key is not None else self.instance
+
     def key_in(self, key_column: str = "") -> Any:
         """The record's key: ``key`` (key_field jobs), else ``key_column`` inside the instance."""
         if self.key is not None:
@@ -238,40 +243,13 @@ def read_completion_stats(uri: str) -> dict[str, Any]:
     return json.loads(read_bytes(uri))
 
 
-@dataclass
-class PredictionOutput:
-    """Everything one output directory holds, read into memory."""
-
-    files: PredictionFiles
-    results: list[Record]
-    errors: list[Record]
-    errors_stats: list[tuple[str, int]]
-    completion_stats: dict[str, Any] | None = None
-
-
-def load_output(directory: str) -> PredictionOutput:
-    """Reads every results, errors and stats file of the output in ``directory``."""
-    files = find_prediction_files(directory)
-    return PredictionOutput(
-        files=files,
-        results=[r for uri in files.results for r in iter_records(uri)],
-        errors=[r for uri in files.errors for r in iter_records(uri)],
-        errors_stats=[s for uri in files.errors_stats for s in read_errors_stats(uri)],
-        completion_stats=(
-            read_completion_stats(files.completion_stats) if files.completion_stats else None
-        ),
-    )
-
-
 __all__ = [
     "AUTOML",
     "CUSTOM",
     "PredictionFiles",
-    "PredictionOutput",
     "Record",
     "find_prediction_files",
     "iter_records",
-    "load_output",
     "read_completion_stats",
     "read_errors_stats",
     "read_records",

@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from batchpredict.artifacts import ArtifactLike
 from batchpredict.errors import UserError
-from batchpredict.io.results import PredictionOutput, Record, load_output
+from batchpredict.io.reader import DirectoryReader, Output
+from batchpredict.io.results import Record
 from batchpredict.io.tables import read_table, write_csv, write_json, write_parquet
 from batchpredict.result import check_max_failed_fraction
 from batchpredict.tasks.contract import (
@@ -222,7 +223,7 @@ def collect_predictions(
         UserError: unreadable output, duplicate or unknown keys.
     """
     check_problem_type(problem_type, allow_empty=True)
-    output = load_output(predictions_dir)
+    output = DirectoryReader(predictions_dir).load()
     ground_truth = _read_ground_truth(ground_truth_path, key_column, target_column)
     target = ground_truth.column(target_column) if ground_truth and target_column else None
     target_type = target.type if target is not None else None
@@ -254,8 +255,8 @@ def collect_predictions(
     table = pa.table(columns)
     labels_out = _labels_out(class_labels, label_type, score_labels)
     metadata = {
-        "layout": output.files.layout,
-        "predictions_directory": output.files.directory,
+        "layout": output.layout,
+        "predictions_directory": output.location,
         "problem_type": problem_type,
         "key_column": key_column,
         "target_column": target_column,
@@ -452,7 +453,7 @@ def _names_out(class_names: list[str] | None, labels: list[Any]) -> list[str]:
     return names if len(names) == len(labels) else [str(c) for c in labels]
 
 
-def _failure_counts(output: PredictionOutput, join_counts: dict[str, Any]) -> dict[str, Any]:
+def _failure_counts(output: Output, join_counts: dict[str, Any]) -> dict[str, Any]:
     """Successful and failed counts, and the failed fraction the gate compares."""
     successful = len(output.results)
     failed = len(output.errors) or sum(c for _, c in output.errors_stats)
