@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
-
-import fsspec
+from typing import TYPE_CHECKING, Any
 
 from batchpredict.errors import UserError, first_line
+
+if TYPE_CHECKING:  # fsspec is imported on first use: importing this module stays cheap
+    import fsspec
 
 GLOB_CHARS = "*?["
 # Vertex AI Pipelines mounts Cloud Storage at /gcs/<bucket>/... (Cloud Storage FUSE).
@@ -65,6 +66,8 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         return gcs, gcs._strip_protocol(uri)
     if uri.startswith(GCS_SCHEMES):
         check_gcs_access(uri)
+    import fsspec
+
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
 
