@@ -19,6 +19,7 @@ from .evaluate import EvaluateOp
 from .model_batch_predict import ModelBatchPredictOp
 from .prepare_instances import PrepareInstancesOp
 from .train import TrainOp
+from .train_image_classifier import TrainImageClassifierOp
 
 # Installed: batchpredict_components/specs/ (package data); in the repository: component_specs/.
 _SPEC_DIRS = (
@@ -49,6 +50,7 @@ __all__ = [
     "EvaluateOp",
     "ModelBatchPredictOp",
     "PrepareInstancesOp",
+    "TrainImageClassifierOp",
     "TrainOp",
     "spec_path",
 ]

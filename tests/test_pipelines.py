@@ -185,6 +185,8 @@ def test_helpers_are_not_listed_as_pipelines(capsys):
     from pipelines.run import available_pipelines
 
     assert available_pipelines() == [
+        "custom_model_training",
+        "custom_model_training_vertex",
         "tabular_classification",
         "tabular_regression",
         "vertex_custom_model",
@@ -195,3 +197,4 @@ def test_helpers_are_not_listed_as_pipelines(capsys):
         main(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
     assert "tabular_classification, tabular_regression, vertex_custom_model" in shown
+    assert "custom_model_training, custom_model_training_vertex" in shown

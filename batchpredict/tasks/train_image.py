@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from batchpredict.artifacts import ArtifactLike
+from batchpredict.tasks.contract import CLASSIFICATION
+
 IMAGE_SIZE = 32
 CHANNELS = 3
 NUM_CLASSES = 10
@@ -38,8 +41,12 @@ DEFAULT_EPOCHS = 8
 DEFAULT_TEST_FRACTION = 0.25
 DEFAULT_LEARNING_RATE = 0.002
 TRAIN_BATCH_SIZE = 32
-TEST_FILE = "test.jsonl"
-LABELS_FILE = "test_labels.json"
+TEST_FILE = "test.jsonl"  # the tutorial's lines: {"bytes_inputs": {"b64": ...}}
+KEYED_FILE = "test_keyed.jsonl"  # the same with a "key", for ModelBatchPredictOp(key_field="key")
+KEY = "key"
+LABEL = "label"
+GROUND_TRUTH_FILE = "ground_truth.parquet"  # key, label
+PREDICTIONS_DIR_NAME = "batch_predictions"
 # Vertex AI's prebuilt TensorFlow prediction image, as in the tutorial (published under :latest).
 TF_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest"
 
@@ -127,12 +134,17 @@ def export_saved_model(model: Any, path: str) -> None:
     tf.saved_model.save(module, path, signatures={SIGNATURE: serving_fn})
 
 
-def write_instances(jpegs: list[bytes], path: str) -> None:
-    """``{"bytes_inputs": {"b64": ...}}`` lines, the tutorial's batch prediction input."""
+def write_instances(jpegs: list[bytes], path: str, keys: list[int] | None = None) -> None:
+    """``{"bytes_inputs": {"b64": ...}}`` lines, the tutorial's batch prediction input.
+
+    With ``keys``, each line also carries ``"key"``: ModelBatchPredictOp(key_field="key") strips
+    it before the model sees the instance and writes it on the output line instead.
+    """
     with open(path, "w") as f:
-        for jpeg in jpegs:
-            b64 = base64.b64encode(jpeg).decode("ascii")
-            f.write(json.dumps({SERVING_INPUT: {"b64": b64}}) + "\n")
+        for i, jpeg in enumerate(jpegs):
+            line: dict[str, Any] = {} if keys is None else {KEY: keys[i]}
+            line[SERVING_INPUT] = {"b64": base64.b64encode(jpeg).decode("ascii")}
+            f.write(json.dumps(line) + "\n")
 
 
 def train_image_classifier(
@@ -147,7 +159,8 @@ def train_image_classifier(
 
     Args:
         model_dir: Where the SavedModel goes (``saved_model.pb`` at its root).
-        test_dir: Where ``test.jsonl`` and ``test_labels.json`` go.
+        test_dir: Where ``test.jsonl`` (the tutorial's lines), ``test_keyed.jsonl`` (with a key
+            per line) and ``ground_truth.parquet`` (key, label) go.
         epochs: Training epochs.
         test_fraction: The share of images held out (stratified).
         learning_rate: Adam's learning rate.
@@ -179,12 +192,14 @@ def train_image_classifier(
     export_saved_model(model, model_dir)
     os.makedirs(test_dir, exist_ok=True)
     test_jsonl = os.path.join(test_dir, TEST_FILE)
-    write_instances([jpegs[i] for i in test_idx], test_jsonl)
+    test_jpegs = [jpegs[i] for i in test_idx]
     test_labels = [int(v) for v in labels[test_idx]]
-    with open(os.path.join(test_dir, LABELS_FILE), "w") as f:
-        json.dump(test_labels, f)
+    write_instances(test_jpegs, test_jsonl)
+    write_instances(test_jpegs, os.path.join(test_dir, KEYED_FILE), list(range(len(test_idx))))
     metadata = {
         "framework": "tensorflow",
+        "target": LABEL,
+        "problem_type": CLASSIFICATION,
         "framework_version": tf.__version__,
         "containerSpec": {"imageUri": TF_SERVING_IMAGE},
         "signature": SIGNATURE,
@@ -201,4 +216,67 @@ def train_image_classifier(
         train_accuracy=float(history.history["accuracy"][-1]),
         test_accuracy=float(test_accuracy),
         metadata=metadata,
+    )
+
+
+@dataclass
+class ImageTrainOutputs:
+    """The component's output parameters."""
+
+    model_uri: str
+    gcs_source_uris: list[str]
+    predictions_uri_prefix: str
+    test_accuracy: float
+
+
+def run_train_image_classifier(
+    *,
+    model: ArtifactLike,
+    test_instances: ArtifactLike,
+    ground_truth: ArtifactLike,
+    epochs: int = DEFAULT_EPOCHS,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    seed: int = 0,
+    serving_image_uri: str = "",
+) -> ImageTrainOutputs:
+    """The Train image classifier component: train, export, write instances and ground truth.
+
+    Returns:
+        The model's URI (for an importer of an ``UnmanagedContainerModel``), the keyed test
+        instances' URI (``gcs_source_uris``), where batch predictions go (beside the instances)
+        and the held-out accuracy Keras measured.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batchpredict.errors import UserError
+
+    if epochs < 1:
+        raise UserError(f"epochs must be at least 1; got {epochs}.")
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"test_fraction must be between 0 and 1 (exclusive); got {test_fraction}.")
+    result = train_image_classifier(
+        model.path, test_instances.path, epochs, test_fraction, learning_rate, seed
+    )
+    image = serving_image_uri or TF_SERVING_IMAGE
+    meta = dict(result.metadata, containerSpec={"imageUri": image})
+    meta["train_accuracy"] = round(result.train_accuracy, 6)
+    meta["test_accuracy"] = round(result.test_accuracy, 6)
+    model.metadata.update(meta)
+    os.makedirs(ground_truth.path, exist_ok=True)
+    table = pa.table(
+        {KEY: list(range(len(result.test_labels))), LABEL: result.test_labels},
+    )
+    pq.write_table(table, os.path.join(ground_truth.path, GROUND_TRUTH_FILE))
+    ground_truth.metadata.update(
+        {"target_column": LABEL, "key_column": KEY, "rows": table.num_rows}
+    )
+    test_instances.metadata.update({"rows": table.num_rows, "key_field": KEY, "format": "jsonl"})
+    base = test_instances.uri.rstrip("/")
+    return ImageTrainOutputs(
+        model_uri=model.uri,
+        gcs_source_uris=[f"{base}/{KEYED_FILE}"],
+        predictions_uri_prefix=f"{base.rsplit('/', 1)[0]}/{PREDICTIONS_DIR_NAME}",
+        test_accuracy=result.test_accuracy,
     )
