@@ -17,8 +17,9 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from batchpredict.errors import (
     BatchPredictError,
     InstanceError,
     InternalError,
+    ModelServerError,
     UserError,
 )
 from batchpredict.io.base import Destination, ShardWriter, Source, Split
@@ -112,6 +114,8 @@ def predict_isolated(
                 "instances; it must return one per instance."
             )
         return displays, predictions, []
+    except ModelServerError:  # the server is gone: no instance is to blame
+        raise
     except Exception as err:
         if len(instances) == 1:
             error = _instance_error(handler, err)
@@ -141,18 +145,16 @@ def process_split(
     report: Callable[[int, int], None],
 ) -> None:
     """Reads, predicts and writes one split, counting every record read."""
-    for batch in plan.source.batches(split, plan.batch_size):
+    for batch, predicted in _predicted_batches(plan, handler, split):
         conv = batch.converted
         counts.read += batch.read_count
         if conv.failures:
             writer.write_errors(conv.failures)
             counts.record_failures(conv.failures)
-        if conv.instances:
+        if predicted is not None:
             if not counts.object_instances and isinstance(conv.instances[0], dict):
                 counts.object_instances = True
-            displays, predictions, failures = predict_isolated(
-                handler, conv.instances, conv.displays, plan.parameters
-            )
+            displays, predictions, failures = predicted
             writer.write(displays, predictions, conv.columns)
             counts.successful += len(predictions)
             if failures:
@@ -160,6 +162,39 @@ def process_split(
                 writer.write_errors(failures)
                 counts.record_failures(failures)
         report(batch.read_count, batch.work)
+
+
+def _predicted_batches(plan: JobPlan, handler: ModelHandler, split: Split) -> Iterator[tuple]:
+    """Each batch of ``split`` with its ``predict_isolated`` outcome (None: nothing to predict).
+
+    In order. A handler whose ``concurrency`` is above 1 (a model server over HTTP) gets that many
+    batches predicted at once by threads, read ahead of the one being written.
+    """
+
+    def predict(batch: Any) -> tuple | None:
+        conv = batch.converted
+        if not conv.instances:
+            return None
+        return predict_isolated(handler, conv.instances, conv.displays, plan.parameters)
+
+    batches = plan.source.batches(split, plan.batch_size)
+    if handler.concurrency <= 1:
+        for batch in batches:
+            yield batch, predict(batch)
+        return
+    pool = ThreadPoolExecutor(handler.concurrency, thread_name_prefix="predict")
+    pending: deque = deque()
+    try:
+        for batch in batches:
+            pending.append((batch, pool.submit(predict, batch)))
+            if len(pending) >= handler.concurrency:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # The model a forked worker inherits from the main process (None when workers are spawned).

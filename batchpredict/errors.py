@@ -32,6 +32,13 @@ class InternalError(BatchPredictError):
     exit_code = 13
 
 
+class ModelServerError(InternalError):
+    """The model server cannot answer any more (a serving container died): stops the job.
+
+    Never turned into an instance's error record: the engine does not isolate it.
+    """
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, else its type's name.
 

@@ -21,6 +21,8 @@ INSTANCES_FORMATS = formats.input_formats()
 PREDICTIONS_FORMATS = formats.output_formats()
 INSTANCE_TYPES = ("", "object", "array")
 BACKENDS = ("local", "vertex")
+# How the local backend serves the model (batchpredict.models.SERVING_MODES).
+SERVING_MODES = ("auto", "in_process", "container")
 
 # Our default instances per predict call when the user leaves batch size at 0. Vertex's service
 # default is 64, tuned for HTTP model servers; in-process models are far faster on larger batches
@@ -33,6 +35,7 @@ FIELD_CHOICES = {
     "predictions_format": PREDICTIONS_FORMATS,
     "instance_type": INSTANCE_TYPES,
     "backend": BACKENDS,
+    "serving_mode": SERVING_MODES,
 }
 
 # Inputs that only mean something on Vertex AI. The local backend accepts and records them.
@@ -110,7 +113,7 @@ class BatchPredictionJobSpec:
         max_replica_count: Vertex workers at most.
         service_account: the service account the Vertex job runs as.
         manual_batch_tuning_parameters_batch_size: instances per predict call; 0 picks the
-            backend's default (Vertex: 64; local: 2048).
+            backend's default (Vertex: 64; local: 2048 in-process, 64 to a serving container).
         generate_explanation: ask Vertex for explanations (refused by the local backend).
         explanation_metadata: Vertex explanation metadata (a JSON object).
         explanation_parameters: Vertex explanation parameters (a JSON object).
@@ -131,6 +134,11 @@ class BatchPredictionJobSpec:
         return_probabilities: classifiers return class probabilities instead of labels.
         predictor_class: a Custom Prediction Routine Predictor, module:Class or
             path/file.py:Class.
+        serving_mode: local backend: auto (in-process when batchpredict runs the serving image's
+            framework, else the image in its container, through Docker), in_process, or
+            container (always the image, under Vertex's custom-container contract).
+        requests_in_flight: serving container: predict requests sent at once; 0: two per CPU
+            core.
         max_failed_fraction: fail the job when failed / read is above this fraction.
         output_directory_name: a fixed output directory name instead of
             prediction-<model>-<timestamp>: the path is known in advance, reruns replace it.
@@ -175,6 +183,8 @@ class BatchPredictionJobSpec:
     workers: int = 0
     return_probabilities: bool = False
     predictor_class: str = ""
+    serving_mode: str = "auto"
+    requests_in_flight: int = 0
     max_failed_fraction: float = 1.0
     output_directory_name: str = ""
     progress: bool = True
@@ -214,6 +224,7 @@ class BatchPredictionJobSpec:
         writer = formats.writer_class(self.predictions_format)
         _check_choice("instance_type", self.instance_type, INSTANCE_TYPES)
         _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("serving_mode", self.serving_mode, SERVING_MODES)
         if not self.job_display_name:
             raise UserError("job_display_name is required; got an empty string.")
         has_gcs = bool(self.gcs_source_uris)
@@ -283,6 +294,11 @@ class BatchPredictionJobSpec:
             raise UserError(
                 "manual_batch_tuning_parameters_batch_size must be >= 0 (0 picks the default "
                 f"{DEFAULT_BATCH_SIZE}); got {self.manual_batch_tuning_parameters_batch_size}."
+            )
+        if self.requests_in_flight < 0:
+            raise UserError(
+                "requests_in_flight must be >= 0 (0 = two per CPU core); got "
+                f"{self.requests_in_flight}."
             )
         if self.workers < 0:
             raise UserError(f"workers must be >= 0 (0 = one per core); got {self.workers}.")

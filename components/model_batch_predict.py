@@ -49,6 +49,8 @@ def model_batch_predict(
     max_failed_fraction: float = 1.0,
     return_probabilities: bool = False,
     predictor_class: str = "",
+    serving_mode: str = "auto",
+    requests_in_flight: int = 0,
     model_display_name: str = "",
     vertex_api_endpoint: str = "",
 ):
@@ -110,6 +112,11 @@ def model_batch_predict(
         max_failed_fraction: Fail the step when more than this fraction of instances failed.
         return_probabilities: Classifiers return class probabilities instead of labels.
         predictor_class: ``module:Class`` of a Custom Prediction Routine ``Predictor``.
+        serving_mode: ``auto`` (in-process when batchpredict runs the serving image's framework,
+            else the image in its container through the host's Docker engine), ``in_process``,
+            or ``container`` (the serving image, under Vertex's custom-container contract).
+        requests_in_flight: Serving container: predict requests sent at once; 0 means two per
+            CPU core.
         model_display_name: Model name used in the output directory; defaults to the job's.
         vertex_api_endpoint: Overrides ``{location}-aiplatform.googleapis.com``.
 
@@ -161,6 +168,8 @@ def model_batch_predict(
         max_failed_fraction=max_failed_fraction,
         return_probabilities=return_probabilities,
         predictor_class=predictor_class,
+        serving_mode=serving_mode,
+        requests_in_flight=requests_in_flight,
         model_display_name=model_display_name,
         vertex_api_endpoint=vertex_api_endpoint,
     )

@@ -308,13 +308,22 @@ def test_image_uri_picks_the_framework(tmp_path, sklearn_model_dir):
             spec(tmp_path, [data], sklearn_model_dir, container_image_uri=tf_image)
         )
     assert "saved_model.pb" in str(err.value) and "model.joblib" in str(err.value)
+    # An image of a framework with no in-process handler: in_process refuses it, naming the way
+    # out (serving_mode auto runs it in its container: tests/test_serving_container.py).
     torch_image = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-1:latest"
     with pytest.raises(
         UserError, match="PyTorch TorchServe archive model, which the local backend"
-    ):
+    ) as err:
         run_batch_prediction(
-            spec(tmp_path, [data], sklearn_model_dir, container_image_uri=torch_image)
+            spec(
+                tmp_path,
+                [data],
+                sklearn_model_dir,
+                container_image_uri=torch_image,
+                serving_mode="in_process",
+            )
         )
+    assert "serving_mode='auto' or 'container'" in str(err.value)
 
 
 @pytest.mark.parametrize(

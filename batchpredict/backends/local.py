@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import sys
 import time
 from typing import Any
 
+from batchpredict.backends.serving import DEFAULT_CONTAINER_BATCH_SIZE, default_in_flight, serve
 from batchpredict.engine import JobPlan, run_job
 from batchpredict.errors import InternalError
 from batchpredict.instances import InstanceConfig
 from batchpredict.io import formats
 from batchpredict.io.base import Destination, Source
-from batchpredict.models import resolve_model
+from batchpredict.models import CONTAINER, resolve_model
 from batchpredict.result import (
     JOB_STATE_SUCCEEDED,
     LOCAL_RESOURCE_TYPE,
@@ -85,25 +88,48 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         container_image_uri=spec.container_image_uri,
         predictor_class=spec.predictor_class,
         return_probabilities=spec.return_probabilities,
+        serving_mode=spec.serving_mode,
     )
+    in_container = model.framework == CONTAINER
     splits = source.splits()
     destination = build_destination(spec, started)
     destination.use_source(source)
+    # Through a container, one worker process with requests in flight is the default: the
+    # server does the work; more client processes only take cores from it.
+    workers = spec.worker_count if spec.workers > 0 or not in_container else 1
     plan = JobPlan(
         source=source,
         destination=destination,
         model=model,
-        batch_size=spec.batch_size,
+        batch_size=spec.manual_batch_tuning_parameters_batch_size
+        or (DEFAULT_CONTAINER_BATCH_SIZE if in_container else spec.batch_size),
         parameters=dict(spec.model_parameters),
         splits=splits,
-        workers=max(1, min(spec.worker_count, len(splits))),
+        workers=max(1, min(workers, len(splits))),
     )
-    destination.prepare()
     try:
-        counts, elapsed = run_job(plan, show_progress=spec.progress)
-    except BaseException:
-        destination.abort()
-        raise
+        with contextlib.ExitStack() as stack:
+            if in_container:
+                in_flight = spec.requests_in_flight or default_in_flight()
+                endpoint = stack.enter_context(
+                    serve(
+                        model.image_uri,
+                        model.local_dir,
+                        spec.model_metadata,
+                        job_name=spec.job_display_name,
+                        in_flight=-(-in_flight // plan.workers),  # per worker, rounded up
+                        machine_type=spec.machine_type,
+                        accelerator_type=spec.accelerator_type,
+                        accelerator_count=spec.accelerator_count,
+                    )
+                )
+                plan.model = dataclasses.replace(model, endpoint=endpoint)
+            destination.prepare()
+            try:
+                counts, elapsed = run_job(plan, show_progress=spec.progress)
+            except BaseException:
+                destination.abort()
+                raise
     finally:
         model.cleanup()
     if counts.successful + counts.failed != counts.read:  # never expected: fail loudly
@@ -126,6 +152,9 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         "model_framework": counts.framework or model.framework,
         "vertex_only_settings": ignored,
     }
+    if in_container:
+        stats["serving_image"] = model.image_uri
+        stats["requests_in_flight"] = spec.requests_in_flight or default_in_flight()
     destination.commit(
         dict(counts.errors),
         {**completion, **stats, "job_display_name": spec.job_display_name},

@@ -16,15 +16,20 @@ from dataclasses import dataclass
 from batchpredict.errors import UserError
 from batchpredict.io import fs
 from batchpredict.models.base import ModelHandler, ModelRef
+from batchpredict.models.container import FRAMEWORK as CONTAINER
+from batchpredict.models.container import ContainerHandler
 from batchpredict.models.cpr import CustomPredictorHandler, import_predictor_class
 from batchpredict.models.sklearn import MODEL_FILES as SKLEARN_FILES
 from batchpredict.models.sklearn import SklearnHandler
 from batchpredict.models.tensorflow import SAVED_MODEL_FILES, TensorFlowHandler
 from batchpredict.models.xgboost import NATIVE_FILES as XGBOOST_NATIVE_FILES
 from batchpredict.models.xgboost import XGBoostHandler
+from batchpredict.spec import SERVING_MODES
 
 __all__ = [
+    "CONTAINER",
     "FRAMEWORKS",
+    "SERVING_MODES",
     "Framework",
     "ModelHandler",
     "ModelRef",
@@ -79,6 +84,9 @@ FRAMEWORKS: tuple[Framework, ...] = (
     ),
     Framework("pytorch", "PyTorch TorchServe archive", ("model.mar",), ("/pytorch-",), None),
     Framework(CUSTOM, "Custom Prediction Routine", (), (), CustomPredictorHandler),
+    # Any serving image, run by Docker under Vertex's custom-container contract; chosen by
+    # serving_mode (or by an image no in-process handler runs), never by files.
+    Framework(CONTAINER, "serving container", (), (), ContainerHandler),
 )
 
 
@@ -106,6 +114,8 @@ def supported_frameworks() -> str:
             continue
         if row.name == CUSTOM:
             parts.append(f"{row.title} (predictor_class='module:Class')")
+        elif row.name == CONTAINER:
+            parts.append(f"any {row.title} (container_image_uri, serving_mode='container')")
         else:
             parts.append(f"{row.title} ({', '.join(row.marker_files)})")
     return "; ".join(parts)
@@ -117,18 +127,42 @@ def resolve_model(
     predictor_class: str = "",
     return_probabilities: bool = False,
     staging_dir: str | None = None,
+    serving_mode: str = "auto",
 ) -> ModelRef:
     """Finds the model directory's framework and stages a remote directory to local disk.
 
-    The framework is, in order: a Custom Prediction Routine when ``predictor_class`` is given;
-    the framework whose serving image fragment is in ``container_image_uri``; the first framework
-    whose marker file is in the directory.
+    The framework is, in order: the serving container when ``serving_mode='container'``; a
+    Custom Prediction Routine when ``predictor_class`` is given; the framework whose serving image
+    fragment is in ``container_image_uri``; with ``serving_mode='auto'``, the serving container
+    when that image is of no framework run in-process; the first framework whose marker file is in
+    the directory.
 
     Raises:
         UserError: the directory is missing, holds no file the chosen framework loads, or is of a
             framework that does not run locally; the message names what each framework needs.
     """
+    if serving_mode not in SERVING_MODES:
+        raise UserError(
+            f"Unknown serving_mode={serving_mode!r}; expected one of "
+            + ", ".join(repr(m) for m in SERVING_MODES)
+            + "."
+        )
+    if serving_mode == "container":
+        if not container_image_uri:
+            raise UserError(
+                "serving_mode='container' runs the model's serving image, but none is given: set "
+                "container_image_uri (or the model artifact's metadata containerSpec.imageUri)."
+            )
+        if predictor_class:
+            raise UserError(
+                f"predictor_class={predictor_class!r} runs a Predictor in this process, and "
+                "serving_mode='container' runs the serving image: give one of them (a Custom "
+                "Prediction Routine image built with LocalModel.build_cpr_model runs in its "
+                "container without predictor_class)."
+            )
     local_dir, staged = _stage(model_uri, staging_dir)
+    if serving_mode == "container":
+        return _container_ref(local_dir, model_uri, container_image_uri, staged)
     files = set(os.listdir(local_dir))
     if predictor_class:
         return ModelRef(local_dir, CUSTOM, model_uri, return_probabilities, predictor_class, staged)
@@ -136,6 +170,8 @@ def resolve_model(
         (f for f in FRAMEWORKS if any(frag in container_image_uri for frag in f.image_fragments)),
         None,
     )
+    if serving_mode == "auto" and container_image_uri and (chosen is None or not chosen.handler):
+        return _container_ref(local_dir, model_uri, container_image_uri, staged)
     if chosen is not None and not files & set(chosen.loads) and chosen.handler is not None:
         raise UserError(
             f"The serving image {container_image_uri!r} is a {chosen.title} image, but the model "
@@ -154,10 +190,17 @@ def resolve_model(
     if chosen.handler is None:
         raise UserError(
             f"The model at {model_uri!r} is a {chosen.title} model, which the local backend does "
-            "not run yet. Use backend='vertex', or wrap it in a Custom Prediction Routine "
-            f"Predictor (predictor_class='module:Class'). Runs locally: {supported_frameworks()}."
+            "not run in-process. Give its serving image (container_image_uri) to run it in its "
+            "container (serving_mode='auto' or 'container'), use backend='vertex', or wrap it in "
+            "a Custom Prediction Routine Predictor (predictor_class='module:Class'). Runs "
+            f"locally: {supported_frameworks()}."
         )
     return ModelRef(local_dir, chosen.name, model_uri, return_probabilities, staged=staged)
+
+
+def _container_ref(local_dir: str, model_uri: str, image: str, staged: bool) -> ModelRef:
+    """A model served by its image; the backend starts the container and sets the endpoint."""
+    return ModelRef(local_dir, CONTAINER, model_uri, staged=staged, image_uri=image)
 
 
 def _stage(model_uri: str, staging_dir: str | None) -> tuple[str, bool]:

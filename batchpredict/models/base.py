@@ -11,9 +11,12 @@ from __future__ import annotations
 import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchpredict.errors import CODE_INTERNAL, CODE_INVALID_ARGUMENT
+
+if TYPE_CHECKING:
+    from batchpredict.models.container import Endpoint
 
 # Exceptions that mean "this instance is bad input" (code 3) for Python-level frameworks: NumPy and
 # scikit-learn raise these for wrong arity and non-numeric values. Anything else is code 13.
@@ -35,6 +38,8 @@ class ModelRef:
     return_probabilities: bool = False
     predictor_class: str = ""
     staged: bool = False  # local_dir is a temporary copy of a remote directory
+    image_uri: str = ""  # the serving image (framework "container")
+    endpoint: Endpoint | None = None  # the started serving container (framework "container")
 
     def cleanup(self) -> None:
         """Deletes the temporary copy of a remote model directory."""
@@ -68,6 +73,14 @@ class ModelHandler(ABC):
     @abstractmethod
     def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
         """One JSON-ready prediction per instance, in order."""
+
+    @property
+    def concurrency(self) -> int:
+        """Predict calls the engine may run at once in one worker (threads); 1: one at a time.
+
+        Handlers that wait on something else (a model server over HTTP) raise it.
+        """
+        return 1
 
     def classify_error(self, err: BaseException) -> int:
         """The error record code of a failed prediction: 3 (bad instance) or 13 (model error)."""

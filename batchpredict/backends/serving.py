@@ -1,0 +1,436 @@
+"""One serving container per job, started by Docker under Vertex's custom-container contract.
+
+Steps (``serve``):
+1. Remove containers that jobs killed on this machine left behind (their owner process is dead).
+2. Start the image with its ``containerSpec`` (command, args, env, ports, predict and health
+   routes), the ``AIP_*`` variables of the contract, the model directory mounted read-only as
+   ``AIP_STORAGE_URI``, GPUs when ``accelerator_count`` > 0, and a free host port on 127.0.0.1
+   chosen by Docker.
+3. Wait until the health route answers 200 (a deadline; a container that exits or never becomes
+   healthy is an error quoting the tail of its log).
+4. Hand the job an ``Endpoint``; every worker of the job posts to this one container.
+5. Remove the container at the end, on error, on Ctrl-C and on SIGTERM.
+
+One container per job, not one per worker: the image's own server (uvicorn workers, TF Serving
+threads) already uses the machine's cores, so several copies would only compete for them and load
+the model several times; the workers' HTTP requests are cheap, and ``requests_in_flight`` keeps
+the one server busy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from batchpredict.errors import InternalError, UserError
+from batchpredict.models.container import Endpoint
+
+log = logging.getLogger(__name__)
+
+# Vertex's defaults (custom container requirements): port, and the routes of a deployed model.
+DEFAULT_PORT = 8080
+LOCAL_ENDPOINT_ID = "1"  # AIP_ENDPOINT_ID / AIP_MODEL_NAME of the local "endpoint"
+LOCAL_DEPLOYED_MODEL_ID = "1"  # AIP_DEPLOYED_MODEL_ID / AIP_VERSION_NAME
+DEFAULT_HEALTH_ROUTE = f"/v1/endpoints/{LOCAL_ENDPOINT_ID}/deployedModels/{LOCAL_DEPLOYED_MODEL_ID}"
+DEFAULT_PREDICT_ROUTE = DEFAULT_HEALTH_ROUTE + ":predict"
+# Where the model directory is mounted, read-only (as LocalModel.deploy_to_local_endpoint does).
+MODEL_MOUNT = "/tmp_cpr_local_model"
+# Instances per request when the user leaves batch size at 0: Vertex's default.
+DEFAULT_CONTAINER_BATCH_SIZE = 64
+# How long a container may take to answer its health route with 200 (image start + model load).
+READY_TIMEOUT_S = 300.0
+READY_TIMEOUT_ENV = "BATCHPREDICT_CONTAINER_READY_TIMEOUT_S"
+READY_POLL_S = 0.2
+# Log lines quoted when a container fails.
+LOG_TAIL_LINES = 30
+# Labels on every container we start: the job, and the owner process (for the sweep).
+LABEL_JOB = "batchpredict.job"
+LABEL_OWNER = "batchpredict.owner"
+
+
+def default_in_flight() -> int:
+    """Requests kept in flight by default: two per core, so the server never waits for one."""
+    return max(2, 2 * (os.cpu_count() or 1))
+
+
+def docker_client() -> Any:
+    """A Docker SDK client of the engine in the environment (DOCKER_HOST or the local socket).
+
+    Raises:
+        UserError: the docker package is missing or no engine answers.
+    """
+    try:
+        import docker
+    except ImportError as err:
+        raise UserError(
+            "Serving a model in its container needs the Docker SDK: pip install docker (or "
+            "batchpredict[container]); or run the model in-process (serving_mode='in_process')."
+        ) from err
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as err:  # docker raises DockerException, requests' errors, OSError
+        raise UserError(
+            "Serving a model in its container needs a Docker engine, but none answers "
+            f"(DOCKER_HOST={os.environ.get('DOCKER_HOST', 'unset')}): {err}. Start Docker, or "
+            "run the model in-process (serving_mode='in_process')."
+        ) from err
+    return client
+
+
+# ---- who owns a container -------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot ('' where /proc is missing)."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[-1].split()[19] if stat else ""
+
+
+def owner_label(pid: int | None = None) -> str:
+    """``<boot id>|<pid namespace>|<pid>|<start ticks>`` of this process (or ``pid``)."""
+    pid = os.getpid() if pid is None else pid
+    boot = _read("/proc/sys/kernel/random/boot_id") or socket.gethostname()
+    return f"{boot}|{_pid_namespace()}|{pid}|{_start_ticks(pid)}"
+
+
+def _owner_is_dead(label: str) -> bool:
+    """Whether the process named by an owner label is certainly gone.
+
+    Only owners of this boot and this pid namespace are judged (another machine's or container's
+    processes cannot be seen from here); a reused pid is told apart by its start time.
+    """
+    parts = label.split("|")
+    if len(parts) != 4 or not parts[2].isdigit():
+        return False
+    boot, namespace, pid, ticks = parts[0], parts[1], int(parts[2]), parts[3]
+    here = owner_label().split("|")
+    if boot != here[0] or namespace != here[1]:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return bool(ticks) and _start_ticks(pid) != ticks
+
+
+def sweep_orphans(client: Any) -> list[str]:
+    """Removes the containers of jobs whose process died (kill -9); returns their names."""
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
+        if _owner_is_dead(container.labels.get(LABEL_OWNER, "")):
+            with contextlib.suppress(Exception):  # already gone: another run removed it
+                container.remove(force=True)
+                removed.append(container.name)
+    if removed:
+        log.info("Removed serving containers left by killed jobs: %s", removed)
+    return removed
+
+
+# ---- containerSpec ---------------------------------------------------------------------------
+
+
+def container_spec(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The model artifact's ``containerSpec`` (camelCase or snake_case keys) as camelCase."""
+    spec = metadata.get("containerSpec") or metadata.get("container_spec") or {}
+    if not isinstance(spec, dict):
+        raise UserError(f"model_metadata containerSpec must be an object; got {spec!r}.")
+    aliases = {
+        "image_uri": "imageUri",
+        "predict_route": "predictRoute",
+        "health_route": "healthRoute",
+        "container_port": "containerPort",
+    }
+    return {aliases.get(k, k): v for k, v in spec.items()}
+
+
+def _container_port(spec: dict[str, Any]) -> int:
+    ports = spec.get("ports") or []
+    if not ports:
+        return DEFAULT_PORT
+    first = ports[0]
+    value = (
+        first.get("containerPort", first.get("container_port"))
+        if isinstance(first, dict)
+        else first
+    )
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"containerSpec.ports[0] must be {{'containerPort': <int>}}; got {first!r}."
+        ) from None
+
+
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes-style ``$(VAR)`` references in command, args and env; ``$$`` escapes ``$``."""
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+
+    return _REFERENCE.sub(sub, str(value))
+
+
+def contract_environment(
+    spec: dict[str, Any], port: int, machine_type: str = "", accelerator_type: str = ""
+) -> dict[str, str]:
+    """The AIP_* variables Vertex sets in a serving container, then containerSpec.env."""
+    env = {
+        "AIP_MODE": "PREDICTION",
+        "AIP_MODE_VERSION": "1.0.0",
+        "AIP_FRAMEWORK": "CUSTOM_CONTAINER",
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": spec.get("healthRoute") or DEFAULT_HEALTH_ROUTE,
+        "AIP_PREDICT_ROUTE": spec.get("predictRoute") or DEFAULT_PREDICT_ROUTE,
+        "AIP_STORAGE_URI": MODEL_MOUNT,
+        "AIP_ENDPOINT_ID": LOCAL_ENDPOINT_ID,
+        "AIP_MODEL_NAME": LOCAL_ENDPOINT_ID,
+        "AIP_DEPLOYED_MODEL_ID": LOCAL_DEPLOYED_MODEL_ID,
+        "AIP_VERSION_NAME": LOCAL_DEPLOYED_MODEL_ID,
+    }
+    if machine_type:
+        env["AIP_MACHINE_TYPE"] = machine_type
+    if accelerator_type:
+        env["AIP_ACCELERATOR_TYPE"] = accelerator_type
+    for item in spec.get("env") or []:
+        if not isinstance(item, dict) or "name" not in item:
+            raise UserError(
+                f"containerSpec.env items must be {{'name': ..., 'value': ...}}; got {item!r}."
+            )
+        env[str(item["name"])] = expand(str(item.get("value", "")), env)
+    return env
+
+
+# ---- the container ---------------------------------------------------------------------------
+
+
+def log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a container's log (stdout and stderr), indented for a message."""
+    try:
+        text = container.logs(tail=lines).decode("utf-8", "replace").rstrip()
+    except Exception as err:  # the container may be gone
+        return f"    (no log: {err})"
+    return "\n".join("    " + line for line in text.splitlines()) or "    (empty log)"
+
+
+def _device_requests(client: Any, accelerator_count: int, accelerator_type: str) -> list | None:
+    if accelerator_count <= 0:
+        return None
+    import docker
+
+    runtimes = sorted((client.info().get("Runtimes") or {}).keys())
+    if "nvidia" not in runtimes:
+        raise UserError(
+            f"accelerator_count={accelerator_count} (accelerator_type={accelerator_type!r}) asks "
+            f"the serving container for GPUs, but this Docker engine has no NVIDIA runtime "
+            f"(runtimes: {runtimes}). Install the NVIDIA Container Toolkit and restart Docker, "
+            "or set accelerator_count=0."
+        )
+    return [docker.types.DeviceRequest(count=accelerator_count, capabilities=[["gpu"]])]
+
+
+def _health_status(host: str, port: int, route: str) -> int | None:
+    try:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            conn.request("GET", route)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+
+
+def ready_timeout() -> float:
+    """READY_TIMEOUT_S, or the BATCHPREDICT_CONTAINER_READY_TIMEOUT_S environment variable."""
+    raw = os.environ.get(READY_TIMEOUT_ENV, "")
+    try:
+        return float(raw) if raw else READY_TIMEOUT_S
+    except ValueError:
+        raise UserError(f"{READY_TIMEOUT_ENV} must be a number of seconds; got {raw!r}.") from None
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While serving, SIGTERM unwinds the job like Ctrl-C, so the container is removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def serve(
+    image: str,
+    model_dir: str,
+    metadata: dict[str, Any],
+    job_name: str,
+    in_flight: int,
+    machine_type: str = "",
+    accelerator_type: str = "",
+    accelerator_count: int = 0,
+) -> Iterator[Endpoint]:
+    """Runs ``image`` for the duration of the ``with`` block; yields where it answers.
+
+    Raises:
+        UserError: no Docker, an image that is not here and cannot be pulled, a bad
+            containerSpec, GPUs without an NVIDIA runtime, a container that exits or never
+            becomes healthy (with its log tail).
+        InternalError: the job failed while the container had stopped (with its log tail).
+    """
+    client = docker_client()
+    sweep_orphans(client)
+    spec = container_spec(metadata)
+    port = _container_port(spec)
+    env = contract_environment(spec, port, machine_type, accelerator_type)
+    command = [expand(c, env) for c in spec.get("command") or []]
+    args = [expand(a, env) for a in spec.get("args") or []]
+    devices = _device_requests(client, accelerator_count, accelerator_type)
+    _ensure_image(client, image)
+    slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", job_name).strip("-.")[:40] or "job"
+    name = f"batchpredict-{slug}-{os.getpid()}-{secrets.token_hex(3)}"
+    with _sigterm_raises():
+        container = client.containers.run(
+            image,
+            command=args or None,
+            entrypoint=command or None,
+            environment=env,
+            ports={f"{port}/tcp": ("127.0.0.1", None)},
+            volumes={os.path.abspath(model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
+            labels={LABEL_JOB: job_name, LABEL_OWNER: owner_label()},
+            device_requests=devices,
+            name=name,
+            detach=True,
+        )
+        try:
+            host_port = _wait_ready(container, port, env["AIP_HEALTH_ROUTE"], image)
+            endpoint = Endpoint(
+                host="127.0.0.1",
+                port=host_port,
+                predict_route=env["AIP_PREDICT_ROUTE"],
+                health_route=env["AIP_HEALTH_ROUTE"],
+                container_name=name,
+                image=image,
+                in_flight=in_flight,
+            )
+            log.info("Serving container %s (%s) answers at %s", name, image, endpoint.url)
+            try:
+                yield endpoint
+            except InternalError as err:
+                raise _with_container_state(err, container) from err
+        finally:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+
+def _ensure_image(client: Any, image: str) -> None:
+    import docker
+
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    log.info("Pulling the serving image %s", image)
+    try:
+        client.images.pull(image)
+    except Exception as err:
+        raise UserError(
+            f"The serving image {image!r} is not on this Docker engine and pulling it failed: "
+            f"{err}. Pull or build it first (docker pull / docker build -t {image} ...), or run "
+            "the model in-process (serving_mode='in_process') when its framework has a handler."
+        ) from err
+
+
+def _wait_ready(container: Any, port: int, health_route: str, image: str) -> int:
+    """The host port once the health route answers 200; errors with the log tail otherwise."""
+    timeout = ready_timeout()
+    deadline = time.monotonic() + timeout
+    host_port = None
+    last = "no answer"
+    while True:
+        container.reload()
+        if container.status in ("exited", "dead"):
+            code = container.attrs.get("State", {}).get("ExitCode")
+            raise UserError(
+                f"The serving container {container.name} ({image}) exited with code {code} "
+                f"before answering {health_route}. Its last log lines:\n{log_tail(container)}"
+            )
+        if host_port is None:
+            bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(
+                f"{port}/tcp"
+            )
+            if bindings:
+                host_port = int(bindings[0]["HostPort"])
+        if host_port is not None:
+            status = _health_status("127.0.0.1", host_port, health_route)
+            if status == 200:
+                return host_port
+            last = f"HTTP {status}" if status is not None else "no answer"
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"The serving container {container.name} ({image}) did not become healthy within "
+                f"{timeout:g} s: GET {health_route} on port {port} gave {last}. The server must "
+                f"listen on 0.0.0.0:$AIP_HTTP_PORT and answer $AIP_HEALTH_ROUTE with 200 once "
+                f"the model is loaded ({READY_TIMEOUT_ENV} sets the wait). Its last log "
+                f"lines:\n{log_tail(container)}"
+            )
+        time.sleep(READY_POLL_S)
+
+
+def _with_container_state(err: InternalError, container: Any) -> InternalError:
+    """The job's internal error, with the container's exit code and log tail if it stopped."""
+    try:
+        container.reload()
+        status = container.status
+        code = container.attrs.get("State", {}).get("ExitCode")
+    except Exception:
+        status, code = "removed", None
+    if status == "running":
+        return err
+    return InternalError(
+        f"{err} The serving container {container.name} is {status} (exit code {code}). Its last "
+        f"log lines:\n{log_tail(container)}"
+    )

@@ -1,0 +1,215 @@
+"""Serving containers: any image under Vertex's custom-container contract, reached over HTTP.
+
+The job's backend starts one container (``batchpredict.backends.serving``) and hands workers an
+``Endpoint``; this handler posts ``{"instances": [...], "parameters": {...}}`` (parameters only
+when non-empty) to its predict route and reads ``{"predictions": [...]}``, as Vertex does. The
+engine does not know the model is remote: it batches, isolates failures and writes as for any
+handler, and runs ``concurrency`` requests at once per worker.
+
+Failures, as Vertex counts them: HTTP 4xx is bad input (code 3); 5xx, resets and timeouts are
+retried ``MAX_RETRIES`` times, then recorded with code 13; a response without one prediction per
+instance fails that request. A server that no longer answers at all stops the job
+(``ModelServerError``) instead of failing every remaining instance.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchpredict.errors import CODE_INTERNAL, CODE_INVALID_ARGUMENT, ModelServerError
+from batchpredict.models.base import ModelHandler
+
+FRAMEWORK = "container"
+# Vertex retries a failing request 3 times (troubleshooting docs: "retry=3").
+MAX_RETRIES = 3
+# First pause before a retry; doubled each time (0.1 s, 0.2 s, 0.4 s).
+RETRY_BACKOFF_S = 0.1
+# Longest wait for one response: Vertex's limit for a prediction request.
+REQUEST_TIMEOUT_S = 600.0
+# Longest error body quoted in an error record.
+MAX_ERROR_BODY = 300
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a started serving container answers, and how hard to drive it."""
+
+    host: str
+    port: int
+    predict_route: str
+    health_route: str
+    container_name: str
+    image: str
+    in_flight: int = 1  # requests one worker keeps in flight
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+
+    @property
+    def url(self) -> str:
+        """The base URL, for messages."""
+        return f"http://{self.host}:{self.port}"
+
+
+class BadRequestError(ValueError):
+    """The server answered 4xx: the instances are bad input (code 3)."""
+
+
+class ServerError(RuntimeError):
+    """The server answered 5xx, reset or timed out after every retry (code 13)."""
+
+
+class PredictionCountError(RuntimeError):
+    """The response had no ``predictions`` list with one prediction per instance (code 13)."""
+
+
+# Transport failures worth a retry (a reset, a refused or dropped connection, a timeout).
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException)
+
+
+class ContainerHandler(ModelHandler):
+    """Predicts through a serving container's HTTP predict route."""
+
+    framework = FRAMEWORK
+    # Each worker opens its own connections; nothing worth sharing across a fork.
+    share_with_forked_workers = False
+
+    def load(self) -> None:
+        """Checks the endpoint; connections open lazily, one per thread."""
+        endpoint = self.ref.endpoint
+        if endpoint is None:  # resolve_model + the backend always set it
+            raise ModelServerError(
+                "The container framework needs a started serving container (ModelRef.endpoint)."
+            )
+        self.endpoint: Endpoint = endpoint
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[http.client.HTTPConnection] = []
+
+    @property
+    def concurrency(self) -> int:
+        """Requests the engine may keep in flight in one worker."""
+        return max(1, self.endpoint.in_flight)
+
+    def predict(self, instances: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        """One POST of the batch; the predictions, one per instance, in order."""
+        body: dict[str, Any] = {"instances": instances}
+        if parameters:
+            body["parameters"] = parameters
+        try:
+            payload = orjson.dumps(body)
+        except TypeError:  # e.g. an integer beyond 64 bits: the standard encoder takes it
+            payload = json.dumps(body).encode()
+        status, data = self._post(payload)
+        route = self.endpoint.predict_route
+        if 400 <= status < 500:
+            raise BadRequestError(f"HTTP {status} from {route}: {_quote(data)}")
+        if not 200 <= status < 300:
+            raise ServerError(f"HTTP {status} from {route}: {_quote(data)}")
+        try:
+            answer = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            try:
+                answer = json.loads(data)
+            except ValueError:
+                raise PredictionCountError(
+                    f"The response of {route} is not JSON: {_quote(data)}"
+                ) from None
+        predictions = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(predictions, list) or len(predictions) != len(instances):
+            got = len(predictions) if isinstance(predictions, list) else "no"
+            raise PredictionCountError(
+                f"The response of {route} has {got} predictions for {len(instances)} instances; "
+                'a server must answer {"predictions": [...]} with one per instance, in order.'
+            )
+        return predictions
+
+    def classify_error(self, err: BaseException) -> int:
+        """4xx answers are bad input (3); everything else is the model server's (13)."""
+        return CODE_INVALID_ARGUMENT if isinstance(err, BadRequestError) else CODE_INTERNAL
+
+    def close(self) -> None:
+        """Closes every thread's connection."""
+        for conn in getattr(self, "_connections", []):
+            conn.close()
+
+    # ---- HTTP --------------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(
+                self.endpoint.host, self.endpoint.port, timeout=self.endpoint.request_timeout_s
+            )
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _request(self, method: str, route: str, payload: bytes | None) -> tuple[int, bytes]:
+        """One request on this thread's keep-alive connection; reopens a stale one once."""
+        for fresh in (False, True):
+            conn = self._connection()
+            reused = conn.sock is not None
+            try:
+                headers = {"Content-Type": "application/json"} if payload is not None else {}
+                conn.request(method, route, body=payload, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                if fresh or not reused:  # a new connection failed: a real failure
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def _post(self, payload: bytes) -> tuple[int, bytes]:
+        """POSTs with up to MAX_RETRIES retries of 5xx answers and transport failures."""
+        route = self.endpoint.predict_route
+        last = ""
+        for attempt in range(MAX_RETRIES + 1):
+            if attempt:
+                time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+            try:
+                status, data = self._request("POST", route, payload)
+            except _TRANSPORT_ERRORS as err:
+                last = f"{type(err).__name__}: {err}"
+                if not self._answers():
+                    raise ModelServerError(
+                        f"The serving container {self.endpoint.container_name} "
+                        f"({self.endpoint.image}) stopped answering at {self.endpoint.url}: "
+                        f"{last}."
+                    ) from err
+                continue
+            if status < 500:
+                return status, data
+            last = f"HTTP {status}: {_quote(data)}"
+        raise ServerError(
+            f"Post request fails after {MAX_RETRIES} retries. Cannot get predictions from "
+            f"{route}. Error: {last}"
+        )
+
+    def _answers(self) -> bool:
+        """Whether the server still accepts connections (any answer on the health route)."""
+        try:
+            conn = http.client.HTTPConnection(self.endpoint.host, self.endpoint.port, timeout=10)
+            try:
+                conn.request("GET", self.endpoint.health_route)
+                conn.getresponse().read()
+            finally:
+                conn.close()
+        except _TRANSPORT_ERRORS:
+            return False
+        return True
+
+
+def _quote(data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip()
+    return text if len(text) <= MAX_ERROR_BODY else text[:MAX_ERROR_BODY] + "..."
