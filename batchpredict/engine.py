@@ -193,8 +193,10 @@ def _predicted_batches(plan: JobPlan, handler: ModelHandler, split: Split) -> It
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # a failure, Ctrl-C, or the consumer stopped: do not wait for requests
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 # The model a forked worker inherits from the main process (None when workers are spawned).

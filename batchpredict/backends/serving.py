@@ -51,6 +51,8 @@ DEFAULT_CONTAINER_BATCH_SIZE = 64
 READY_TIMEOUT_S = 300.0
 READY_TIMEOUT_ENV = "BATCHPREDICT_CONTAINER_READY_TIMEOUT_S"
 READY_POLL_S = 0.2
+# How long a failed job waits for Docker to report a dying container's exit (for the message).
+STOP_GRACE_S = 5.0
 # Log lines quoted when a container fails.
 LOG_TAIL_LINES = 30
 # Labels on every container we start: the job, and the owner process (for the sweep).
@@ -422,12 +424,17 @@ def _wait_ready(container: Any, port: int, health_route: str, image: str) -> int
 
 def _with_container_state(err: InternalError, container: Any) -> InternalError:
     """The job's internal error, with the container's exit code and log tail if it stopped."""
-    try:
-        container.reload()
-        status = container.status
-        code = container.attrs.get("State", {}).get("ExitCode")
-    except Exception:
-        status, code = "removed", None
+    deadline = time.monotonic() + STOP_GRACE_S  # the engine may not have seen the exit yet
+    while True:
+        try:
+            container.reload()
+            status = container.status
+            code = container.attrs.get("State", {}).get("ExitCode")
+        except Exception:
+            status, code = "removed", None
+        if status != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(READY_POLL_S)
     if status == "running":
         return err
     return InternalError(
