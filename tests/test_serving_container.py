@@ -149,7 +149,7 @@ def test_contract_variables_routes_port_and_read_only_model(tmp_path, model_dir,
         manual_batch_tuning_parameters_batch_size=4,
     )
     result = run_batch_prediction(spec)
-    out = read_output(result.gcs_output_directory)
+    out = read_output(result.gcs_output_directory, result)
     got = {json.dumps(r["instance"]): r["prediction"] for r in out["results"]}
     assert got == {
         '{"env": "AIP_MODE"}': "PREDICTION",
@@ -177,7 +177,7 @@ def test_default_routes_and_batch_size(tmp_path, model_dir, server_image):
     result = run_batch_prediction(
         job_spec(tmp_path, data, model_dir, server_image, "ctr-defaults", workers=1)
     )
-    out = read_output(result.gcs_output_directory)
+    out = read_output(result.gcs_output_directory, result)
     assert [r["prediction"] for r in out["results"]] == [i + 1 for i in range(200)]
     assert out["stats"]["batch_size"] == serving.DEFAULT_CONTAINER_BATCH_SIZE
     assert our_containers("ctr-defaults") == []
@@ -197,7 +197,7 @@ def test_one_failing_instance_fails_alone(tmp_path, model_dir, server_image):
         manual_batch_tuning_parameters_batch_size=8,
     )
     result = run_batch_prediction(spec)
-    out = read_output(result.gcs_output_directory)
+    out = read_output(result.gcs_output_directory, result)
     assert sorted(r["instance"][0] for r in out["results"]) == [
         i for i in range(40) if i not in (7, 30)
     ]
@@ -220,7 +220,7 @@ def test_wrong_prediction_count_fails_the_request(tmp_path, model_dir, server_im
         model_metadata=env_spec(WRONG_COUNT="1"),
     )
     result = run_batch_prediction(spec)
-    out = read_output(result.gcs_output_directory)
+    out = read_output(result.gcs_output_directory, result)
     assert out["results"] == []
     assert len(out["errors"]) == 3
     assert all("0 predictions for 1 instances" in e["error"]["message"] for e in out["errors"])

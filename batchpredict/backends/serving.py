@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from batchpredict.artifacts import container_spec
 from batchpredict.errors import InternalError, UserError
 from batchpredict.models.container import Endpoint
 
@@ -157,20 +158,6 @@ def sweep_orphans(client: Any) -> list[str]:
 
 
 # ---- containerSpec ---------------------------------------------------------------------------
-
-
-def container_spec(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The model artifact's ``containerSpec`` (camelCase or snake_case keys) as camelCase."""
-    spec = metadata.get("containerSpec") or metadata.get("container_spec") or {}
-    if not isinstance(spec, dict):
-        raise UserError(f"model_metadata containerSpec must be an object; got {spec!r}.")
-    aliases = {
-        "image_uri": "imageUri",
-        "predict_route": "predictRoute",
-        "health_route": "healthRoute",
-        "container_port": "containerPort",
-    }
-    return {aliases.get(k, k): v for k, v in spec.items()}
 
 
 def _container_port(spec: dict[str, Any]) -> int:
@@ -324,6 +311,9 @@ def serve(
     """
     client = docker_client()
     sweep_orphans(client)
+    raw = (metadata or {}).get("containerSpec", (metadata or {}).get("container_spec"))
+    if raw is not None and not isinstance(raw, dict):
+        raise UserError(f"model_metadata containerSpec must be an object; got {raw!r}.")
     spec = container_spec(metadata)
     port = _container_port(spec)
     env = contract_environment(spec, port, machine_type, accelerator_type)
