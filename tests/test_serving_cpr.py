@@ -57,7 +57,16 @@ def test_cpr_container_output_is_byte_identical_to_in_process(
         sklearn_model_dir,
         serving_mode="container",
         container_image_uri=cpr_image,
-        model_metadata={"containerSpec": {"imageUri": cpr_image, **CONTAINER_SPEC}},
+        # One uvicorn worker: with several, uvicorn's supervisor kills a worker that does not
+        # answer its 5 s health ping while it imports aiplatform and sklearn, and on a loaded
+        # machine they never come up (a user hits this too; the variable is the CPR knob).
+        model_metadata={
+            "containerSpec": {
+                "imageUri": cpr_image,
+                **CONTAINER_SPEC,
+                "env": [{"name": "VERTEX_CPR_WEB_CONCURRENCY", "value": "1"}],
+            }
+        },
     )
     assert served.stats["model_framework"] == "container"
     assert local.completion_stats == served.completion_stats
