@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -76,20 +75,17 @@ class ContainerHandler(ModelHandler):
     """Predicts through a serving container's HTTP predict route."""
 
     framework = FRAMEWORK
-    # Each worker opens its own connections; nothing worth sharing across a fork.
+    # Nothing worth sharing across a fork: each request opens its own connection.
     share_with_forked_workers = False
 
     def load(self) -> None:
-        """Checks the endpoint; connections open lazily, one per thread."""
+        """Checks the endpoint (each request opens its own connection)."""
         endpoint = self.ref.endpoint
         if endpoint is None:  # resolve_model + the backend always set it
             raise ModelServerError(
                 "The container framework needs a started serving container (ModelRef.endpoint)."
             )
         self.endpoint: Endpoint = endpoint
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[http.client.HTTPConnection] = []
 
     @property
     def concurrency(self) -> int:
@@ -133,42 +129,25 @@ class ContainerHandler(ModelHandler):
         """4xx answers are bad input (3); everything else is the model server's (13)."""
         return CODE_INVALID_ARGUMENT if isinstance(err, BadRequestError) else CODE_INTERNAL
 
-    def close(self) -> None:
-        """Closes every thread's connection."""
-        for conn in getattr(self, "_connections", []):
-            conn.close()
-
     # ---- HTTP --------------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(
-                self.endpoint.host, self.endpoint.port, timeout=self.endpoint.request_timeout_s
-            )
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
     def _request(self, method: str, route: str, payload: bytes | None) -> tuple[int, bytes]:
-        """One request on this thread's keep-alive connection; reopens a stale one once."""
-        for fresh in (False, True):
-            conn = self._connection()
-            reused = conn.sock is not None
-            try:
-                headers = {"Content-Type": "application/json"} if payload is not None else {}
-                conn.request(method, route, body=payload, headers=headers)
-                resp = conn.getresponse()
-                return resp.status, resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                conn.close()
-                if fresh or not reused:  # a new connection failed: a real failure
-                    raise
-            except BaseException:
-                conn.close()
-                raise
-        raise AssertionError("unreachable")
+        """One request on its own connection.
+
+        Not keep-alive: uvicorn-based servers (Custom Prediction Routine images) answer a reused
+        connection about 40 ms late (delayed ACK), 20x the cost of a new connection to
+        127.0.0.1 (bench/container_bench.py); loopback reuses TIME_WAIT ports.
+        """
+        conn = http.client.HTTPConnection(
+            self.endpoint.host, self.endpoint.port, timeout=self.endpoint.request_timeout_s
+        )
+        try:
+            headers = {"Content-Type": "application/json"} if payload is not None else {}
+            conn.request(method, route, body=payload, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
     def _post(self, payload: bytes) -> tuple[int, bytes]:
         """POSTs with up to MAX_RETRIES retries of 5xx answers and transport failures."""
