@@ -113,7 +113,11 @@ def run_sdk_loop(data: str, model_dir: str, image: str, out: str) -> tuple[float
         if batch:
             _predict(endpoint, batch, w)
         done = time.perf_counter()
-    return time.perf_counter() - start, done - ready
+    elapsed = time.perf_counter() - start
+    # LocalEndpoint stops its container but leaves it on the engine: remove it (not timed).
+    if endpoint.container is not None:
+        endpoint.container.remove(force=True)
+    return elapsed, done - ready
 
 
 def _predict(endpoint, batch: list, w) -> None:
