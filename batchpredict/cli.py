@@ -11,11 +11,13 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
+import traceback
 import typing
 from typing import Any
 
-from batchpredict.errors import BatchPredictError
+from batchpredict.errors import BatchPredictError, environment_error
 from batchpredict.spec import (
     FIELD_CHOICES,
     VERTEX_BACKEND_FIELDS,
@@ -25,6 +27,10 @@ from batchpredict.spec import (
 )
 
 EXAMPLE_DIR = "local_outputs/example"
+# Set (to anything but 0) to print the traceback of an internal error; same as --debug.
+DEBUG_ENV = "BATCHPREDICT_DEBUG"
+EXIT_INTERNAL = 13
+EXIT_INTERRUPTED = 130  # Ctrl-C; SIGTERM exits 143
 PREDICT_EXAMPLES = """examples:
   # a scikit-learn model on JSONL objects keyed by "id", features sent as arrays in this order
   batchpredict predict --job-display-name nightly --model-uri model_dir \\
@@ -119,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="batchpredict",
         description="Vertex AI-compatible batch prediction: locally, or on Vertex AI.",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"print the traceback of an internal error (or set {DEBUG_ENV}=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     predict = sub.add_parser(
         "predict",
@@ -137,26 +148,56 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the CLI; returns the exit code (1 for user errors, 13 for internal ones)."""
+    """Runs the CLI; returns the exit code.
+
+    0 done, 1 a user error (arguments, input, model, a full disk), 13 an internal error (one line;
+    the traceback with --debug or BATCHPREDICT_DEBUG=1), 130 Ctrl-C, 143 SIGTERM.
+    """
+    from batchpredict.engine import Terminated, sigterm_stops_job
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
     try:
-        if args.command == "example":
-            from batchpredict.example import run_example
-
-            result = run_example(args.workdir, rows=args.rows)
-        else:
-            from batchpredict.backends import run_batch_prediction
-
-            values = {
-                f.name: getattr(args, f.name) for f in dataclasses.fields(BatchPredictionJobSpec)
-            }
-            result = run_batch_prediction(BatchPredictionJobSpec(**values))
+        with sigterm_stops_job():
+            result = _run(args)
     except BatchPredictError as err:
         print(f"batchpredict: error: {err}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print(
+            "batchpredict: error: stopped by SIGTERM; workers stopped, partial output removed.",
+            file=sys.stderr,
+        )
+        return Terminated.exit_code
+    except KeyboardInterrupt:
+        print(
+            "batchpredict: interrupted; workers stopped, partial output removed.", file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - never a raw traceback
+        user = environment_error(err)
+        if user is not None:
+            print(f"batchpredict: error: {user}", file=sys.stderr)
+            return user.exit_code
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"
+        print(f"batchpredict: error: internal: {type(err).__name__}: {err}{hint}", file=sys.stderr)
+        return EXIT_INTERNAL
     print(json.dumps(result.to_dict(), indent=2))
     return 0
+
+
+def _run(args: argparse.Namespace) -> Any:
+    if args.command == "example":
+        from batchpredict.example import run_example
+
+        return run_example(args.workdir, rows=args.rows)
+    from batchpredict.backends import run_batch_prediction
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(BatchPredictionJobSpec)}
+    return run_batch_prediction(BatchPredictionJobSpec(**values))
 
 
 if __name__ == "__main__":

@@ -2,47 +2,78 @@
 
 Steps of a job (``run_job``):
 1. The source plans its splits; the destination prepares a temporary output directory.
-2. Workers (one process per core by default; in-process when there is one split) each load the
-   model once, take splits from a shared queue, read them in batches of ``batch_size`` records
-   and write their own result shard. Memory is bounded by a batch per worker, whatever the input.
-3. A predict call that fails is split in halves until the failing instances are isolated; each
-   gets an error record (code 3 for bad input, 13 for a model error), the rest succeed.
-4. The main process counts everything (successful + failed == read), reports progress, writes
-   ``prediction.errors_stats-*`` and publishes the output (completion stats go in the result).
+2. Worker processes (one per core by default, at least one: the model never runs in the main
+   process) each load the model once and are handed pieces of work (a split, from a batch on) by
+   the main process. A piece is read in batches of ``batch_size`` records and written to its own
+   part of the output, which becomes one result shard at commit.
+3. A predict call that raises is split until the failing instances are isolated; each gets an
+   error record (code 3 for bad input, 13 for a model error), the rest succeed. The number of
+   calls is bounded by the failure rate seen so far (see ``predict_batch``).
+4. A worker that dies (a crash in model code, ``os.abort()``, ``SystemExit``, ``MemoryError``, the
+   OOM killer) or whose predict call passes ``predict_timeout_seconds`` is noticed at once; its
+   piece is discarded and redone by a fresh worker, with the call it was in split further, until
+   the instance that kills the model is isolated and recorded as failed (code 13, or 4 for a
+   deadline). After ``MAX_WORKER_RESTARTS`` restarts the job fails.
+5. Workers are recycled after ``BATCHPREDICT_WORKER_MAX_BATCHES`` batches or above
+   ``BATCHPREDICT_WORKER_MAX_RSS_MB`` of memory (a leaking model), and die with the main process
+   (``PR_SET_PDEATHSIG`` on Linux, and a parent-pid watchdog).
+6. The main process counts everything (successful + failed == read), reports progress on a timer,
+   and the destination writes ``prediction.errors_stats-*`` and publishes the output (completion
+   stats go in the result).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import multiprocessing as mp
-import queue
+import os
+import shutil
+import signal
+import tempfile
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 from batchpredict.errors import (
+    CODE_DEADLINE_EXCEEDED,
+    CODE_INTERNAL,
+    CODE_INVALID_ARGUMENT,
     BatchPredictError,
     InstanceError,
     InternalError,
     ModelServerError,
     UserError,
+    environment_error,
 )
-from batchpredict.io.base import Destination, ShardWriter, Source, Split
+from batchpredict.io.base import Destination, Source, Split
+from batchpredict.io.encoding import UNENCODABLE, dumps
 from batchpredict.models import ModelHandler, ModelRef, handler_class, load_handler
 from batchpredict.progress import Progress
 
-# Worker processes are forked when this process runs no other thread: fast, and the model loaded
-# once here is shared copy-on-write. Otherwise they are spawned fresh, since forking a process
-# whose threads may hold locks (client libraries' I/O threads) can deadlock the child.
+# Worker processes are forked when this process runs no other thread (fast); otherwise they are
+# spawned fresh, since forking a process whose threads may hold locks can deadlock the child. The
+# model is loaded in each worker either way, never in this process.
 FORK_WHEN_SINGLE_THREADED = True
 # Distinct error messages kept in errors_stats; the rest are counted under one line.
 MAX_DISTINCT_ERRORS = 1000
 OTHER_ERRORS_MESSAGE = "Other errors (more distinct messages than errors_stats keeps)"
-# How long the main process waits for worker messages before checking that workers are alive.
-POLL_SECONDS = 0.5
+# How often the main process wakes up without messages: deadlines, progress, liveness.
+POLL_SECONDS = 0.2
+# Worker deaths (crashes, deadlines) a job survives; each isolates part of a batch.
+MAX_WORKER_RESTARTS = 64
+# A piece whose worker dies twice outside any predict call (reading, writing) fails the job.
+MAX_CRASHES_OUTSIDE_PREDICT = 2
+# Worker recycling: after this many batches (0: never) or above this resident memory (MiB; 0: a
+# share of the machine's memory per worker), a worker finishes its batch and is replaced.
+MAX_BATCHES_ENV = "BATCHPREDICT_WORKER_MAX_BATCHES"
+MAX_RSS_ENV = "BATCHPREDICT_WORKER_MAX_RSS_MB"
+# Seconds a stopped worker gets to exit before it is killed.
+STOP_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -54,6 +85,7 @@ class Counts:
     failed: int = 0
     errors: Counter = field(default_factory=Counter)
     framework: str = ""
+    predict_calls: int = 0
     # The model received JSON objects (dicts): the hint for array models in the failure summary.
     object_instances: bool = False
 
@@ -62,6 +94,7 @@ class Counts:
         self.read += other.read
         self.successful += other.successful
         self.failed += other.failed
+        self.predict_calls += other.predict_calls
         self.framework = self.framework or other.framework
         self.object_instances = self.object_instances or other.object_instances
         for message, n in other.errors.items():
@@ -91,234 +124,766 @@ class JobPlan:
     parameters: dict[str, Any]
     splits: list[Split]
     workers: int
+    predict_timeout: float = 600.0
+    scratch_dir: str = ""
 
 
-def predict_isolated(
-    handler: ModelHandler,
-    instances: list[Any],
-    displays: list[Any],
-    parameters: dict[str, Any],
-    offset: int = 0,
-) -> tuple[list[Any], list[Any], list[tuple[Any, InstanceError]]]:
-    """Predicts ``instances``, splitting failed calls until the failing instances are isolated.
+@dataclass
+class BatchHints:
+    """What earlier worker deaths taught about one batch of a piece.
 
-    Returns:
-        (displays of successes, their predictions, (display, error) of failures); each error's
-        ``row`` is its instance's position in the first call (``offset`` + index).
+    Attributes:
+        bad: instance offset -> (code, message) of instances that kill the model.
+        suspect: an offset range whose predict call killed the worker; it is predicted in halves.
     """
-    try:
-        predictions = handler.predict(instances, parameters)
-        if len(predictions) != len(instances):
-            raise InternalError(
-                f"The model returned {len(predictions)} predictions for {len(instances)} "
-                "instances; it must return one per instance."
-            )
-        return displays, predictions, []
-    except ModelServerError:  # the server is gone: no instance is to blame
-        raise
-    except Exception as err:
-        if len(instances) == 1:
-            error = _instance_error(handler, err)
-            error.row = offset
-            return [], [], [(displays[0], error)]
-        mid = len(instances) // 2
-        d1, p1, f1 = predict_isolated(handler, instances[:mid], displays[:mid], parameters, offset)
-        d2, p2, f2 = predict_isolated(
-            handler, instances[mid:], displays[mid:], parameters, offset + mid
-        )
-        return d1 + d2, p1 + p2, f1 + f2
+
+    bad: dict[int, tuple[int, str]] = field(default_factory=dict)
+    suspect: tuple[int, int] | None = None
 
 
-def _instance_error(handler: ModelHandler, err: Exception) -> InstanceError:
+@dataclass
+class Piece:
+    """A unit of work handed to a worker: ``split`` from batch ``first_batch`` on."""
+
+    part: int
+    split: Split
+    first_batch: int = 0
+    hints: dict[int, BatchHints] = field(default_factory=dict)
+    crashes_outside: int = 0
+    last_batch: int | None = None  # exclusive end when the piece was cut short by recycling
+
+
+class _OutOfMemory(BaseException):
+    """MemoryError in a worker that has done batches: it is recycled, the batch redone."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__(batch)
+        self.batch = batch
+
+
+class WorkerCrash(BaseException):
+    """Model code ended the worker (SystemExit, MemoryError, ...): handled as a worker death."""
+
+
+# ---- failure isolation within a batch --------------------------------------------------------
+
+
+class FailureRate:
+    """The fraction of instances that failed so far in this worker; sizes isolation chunks."""
+
+    def __init__(self) -> None:
+        """Starts with no failures seen."""
+        self.rows = 0
+        self.bad = 0
+
+    def expected_bad(self, n: int) -> float:
+        """Failing instances expected among ``n`` known to hold at least one."""
+        rate = self.bad / self.rows if self.rows else 0.0
+        return max(1.0, rate * n)
+
+
+def _chunks(lo: int, hi: int, expected_bad: float) -> list[tuple[int, int]]:
+    """How to split a failing range: singletons when failures are dense, else halves or chunks.
+
+    With d failures expected among n instances, chunks of about n/d instances hold one failure
+    each on average (generalized binary splitting); a chunk that passes clears all of its
+    instances in one call.
+    """
+    n = hi - lo
+    if n <= 2 * expected_bad:
+        return [(i, i + 1) for i in range(lo, hi)]
+    size = 2 ** int(math.log2(n / expected_bad))
+    if size * 2 > n:  # one failure expected: halves
+        mid = lo + n // 2
+        return [(lo, mid), (mid, hi)]
+    return [(s, min(s + size, hi)) for s in range(lo, hi, size)]
+
+
+def _instance_error(err: BaseException, classify: Callable[[BaseException], int]) -> InstanceError:
     """The error record of an isolated failure; the handler tells bad input (3) from model (13)."""
     if isinstance(err, InstanceError):
         return err
-    return InstanceError(f"{type(err).__name__}: {err}", handler.classify_error(err))
+    return InstanceError(f"{type(err).__name__}: {err}", classify(err))
 
 
-def process_split(
-    plan: JobPlan,
-    handler: ModelHandler,
-    writer: ShardWriter,
-    split: Split,
-    counts: Counts,
-    report: Callable[[int, int], None],
-) -> None:
-    """Reads, predicts and writes one split, counting every record read."""
-    for batch, predicted in _predicted_batches(plan, handler, split):
-        conv = batch.converted
+def _default_classify(err: BaseException) -> int:
+    bad_input = (ValueError, TypeError, KeyError, IndexError)
+    return CODE_INVALID_ARGUMENT if isinstance(err, bad_input) else CODE_INTERNAL
+
+
+class CallState:
+    """The predict call a worker is in, in shared memory the main process reads.
+
+    Slots: piece part id, batch number, first and end offset within the batch, start time
+    (``time.monotonic()``; 0 when no call is running).
+    """
+
+    def __init__(self, array: Any) -> None:
+        """Wraps a ``RawArray('d', 5)``."""
+        self.array = array
+
+    def begin(self, part: int, batch: int, lo: int, hi: int) -> None:
+        """Marks a call as started."""
+        a = self.array
+        a[0], a[1], a[2], a[3] = part, batch, lo, hi
+        a[4] = time.monotonic()
+
+    def end(self) -> None:
+        """Marks the call as returned."""
+        self.array[4] = 0.0
+
+    def current(self) -> tuple[int, int, int, int, float] | None:
+        """(part, batch, lo, hi, started) of the running call, or None."""
+        a = list(self.array)
+        if a[4] <= 0:
+            return None
+        return int(a[0]), int(a[1]), int(a[2]), int(a[3]), a[4]
+
+
+def predict_batch(
+    predict: Callable[[int, int], list[Any]],
+    n: int,
+    hints: BatchHints | None = None,
+    rate: FailureRate | None = None,
+    classify: Callable[[BaseException], int] = _default_classify,
+) -> tuple[dict[int, Any], list[tuple[int, InstanceError]]]:
+    """Predicts instances ``0..n`` of a batch through ``predict(lo, hi)``, isolating failures.
+
+    A call that raises is split (see ``_chunks``) until each failing instance is alone. A chunk
+    known to fail (its siblings passed, so the parent's failure is its) is split without being
+    called again. Instances in ``hints.bad`` are not predicted; ``hints.suspect`` is predicted in
+    halves.
+
+    Returns:
+        (offset -> prediction, [(offset, error)]).
+    """
+    rate = rate or FailureRate()
+    hints = hints or BatchHints()
+    results: dict[int, Any] = {}
+    failures = [(i, InstanceError(msg, code)) for i, (code, msg) in sorted(hints.bad.items())]
+    cuts = {0, n}
+    if hints.suspect and hints.suspect[1] - hints.suspect[0] > 1:
+        lo, hi = hints.suspect
+        cuts |= {lo, (lo + hi) // 2, hi}
+    segments: list[tuple[int, int]] = []
+    start = None
+    for i in range(n + 1):
+        if i == n or i in hints.bad or (i in cuts and start is not None):
+            if start is not None and start < i:
+                segments.append((start, i))
+            start = None if (i == n or i in hints.bad) else i
+        elif start is None:
+            start = i
+
+    def isolate(lo: int, hi: int, known: BaseException | None) -> bool:
+        """True when [lo, hi) passed in one call; records results and failures."""
+        err = known
+        if err is None:
+            try:
+                predictions = predict(lo, hi)
+            except MemoryError as e:  # not a bad row: the worker is out of memory
+                raise WorkerCrash(f"MemoryError: {e}") from e
+            except ModelServerError:  # the server is gone: no instance is to blame
+                raise
+            except Exception as e:  # noqa: BLE001 - any model failure is isolated
+                err = e
+            else:
+                results.update(zip(range(lo, hi), predictions))
+                return True
+        if hi - lo == 1:
+            failures.append((lo, _instance_error(err, classify)))
+            return False
+        chunks = _chunks(lo, hi, rate.expected_bad(hi - lo))
+        all_passed = True
+        for k, (clo, chi) in enumerate(chunks):
+            # Every earlier chunk passed and the whole range failed: the last chunk fails.
+            inferred = err if (k == len(chunks) - 1 and all_passed) else None
+            all_passed = isolate(clo, chi, inferred) and all_passed
+        return False
+
+    for lo, hi in segments:
+        isolate(lo, hi, None)
+    rate.rows += n
+    rate.bad += len(failures)
+    located = []
+    for i, err in sorted(failures, key=lambda f: f[0]):
+        own = InstanceError(str(err), err.code, getattr(err, "record", False))
+        own.row = i  # its position among the batch's instances, for the error's source line
+        own.source = getattr(err, "source", None)
+        located.append((i, own))
+    return results, located
+
+
+# ---- the worker process -----------------------------------------------------------------------
+
+
+def _arrow_error() -> type:
+    """The base exception of pyarrow where it is loaded, else a class nothing raises."""
+    import sys
+
+    pa = sys.modules.get("pyarrow")
+    return pa.ArrowException if pa is not None else _NeverRaised
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _unwritable(display: Any, why: BaseException) -> InstanceError:
+    """The error of a record that cannot be written: its instance's fault, or its prediction's."""
+    try:
+        dumps(display)
+    except UNENCODABLE:
+        return InstanceError(
+            f"The instance cannot be written to the output ({type(why).__name__}: {why}).",
+            CODE_INVALID_ARGUMENT,
+        )
+    return InstanceError(
+        f"The model's prediction cannot be written to the output ({type(why).__name__}: {why}).",
+        CODE_INTERNAL,
+    )
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ends this process when the main process dies, however it dies."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # it died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:  # where prctl is missing (macOS), or the parent thread differs
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="batchpredict-parent-watch", daemon=True).start()
+
+
+def _rss_mb() -> float:
+    """This process's resident memory in MiB."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def recycle_limits(workers: int) -> tuple[int, float]:
+    """(max batches, max RSS MiB) per worker process; 0 means no limit."""
+    max_batches = int(os.environ.get(MAX_BATCHES_ENV, "0") or 0)
+    max_rss = float(os.environ.get(MAX_RSS_ENV, "0") or 0)
+    if not max_rss:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+            max_rss = 0.8 * total / max(workers, 1)
+    return max_batches, max_rss
+
+
+class _Worker:
+    """The loop of one worker process: load the model, then run the pieces it is sent.
+
+    Everything a worker process writes goes to one part (``part``), closed when the process
+    ends cleanly (no more work, or recycled); a part whose process died is discarded whole, and
+    the pieces it held are redone.
+    """
+
+    def __init__(self, plan: JobPlan, part: int, conn: Any, state: CallState) -> None:
+        self.plan = plan
+        self.part = part
+        self.conn = conn
+        self.state = state
+        self.rate = FailureRate()
+        self.batches = 0
+        self.max_batches, self.max_rss = recycle_limits(plan.workers)
+        self.handler: ModelHandler | None = None
+        self.writer: Any = None
+        self.counts = Counts()
+
+    def run(self) -> None:
+        self.handler = load_handler(self.plan.model, single_thread=self.plan.workers > 1)
+        self.counts.framework = self.handler.framework
+        # Opened now: every worker's part exists, as every shard of a Vertex job does.
+        self.writer = self.plan.destination.shard_writer(self.part, self.plan.workers)
+        self.conn.send(("loaded",))
+        while (piece := self.conn.recv()) is not None:
+            try:
+                next_batch = self.run_piece(piece)
+            except _OutOfMemory as oom:  # end this worker cleanly; the batch is redone
+                next_batch = oom.batch
+            self.conn.send(("piece_done", piece.part, next_batch))
+            if next_batch is not None:  # recycled: the main process starts a fresh worker
+                break
+        self.writer.close()
+        self.conn.send(("closed", self.counts))
+
+    def _should_recycle(self) -> bool:
+        if self.max_batches and self.batches >= self.max_batches:
+            return True
+        return bool(self.max_rss) and _rss_mb() > self.max_rss
+
+    def run_piece(self, piece: Piece) -> int | None:
+        """Runs one piece; returns the batch to resume from when recycling, else None."""
+        plan = self.plan
+        assert self.handler is not None
+        if self.handler.concurrency > 1:
+            return self._run_piece_concurrently(piece)
+        for number, batch in enumerate(plan.source.batches(piece.split, plan.batch_size)):
+            if number < piece.first_batch:
+                continue
+            if piece.last_batch is not None and number >= piece.last_batch:
+                break
+            if number > piece.first_batch and self._should_recycle():
+                return number
+            self.run_batch(piece, number, batch)
+            self.batches += 1
+        return None
+
+    def _run_piece_concurrently(self, piece: Piece) -> None:
+        """For a model server (``handler.concurrency`` > 1): that many batches predicted at once
+        by threads, written in order. The model runs in the server, so deadlines and crash
+        isolation in fresh workers do not apply."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        plan, handler = self.plan, self.handler
+        assert handler is not None
+
+        def predict(batch: Any) -> tuple:
+            instances = batch.converted.instances
+            if not instances:
+                return {}, []
+
+            def call(lo: int, hi: int) -> list[Any]:
+                return _checked(handler.predict(instances[lo:hi], plan.parameters), hi - lo)
+
+            return predict_batch(call, len(instances), None, FailureRate(), handler.classify_error)
+
+        pool = ThreadPoolExecutor(handler.concurrency, thread_name_prefix="predict")
+        pending: deque = deque()
+        try:
+            for number, batch in enumerate(plan.source.batches(piece.split, plan.batch_size)):
+                if number < piece.first_batch:
+                    continue
+                if piece.last_batch is not None and number >= piece.last_batch:
+                    break
+                pending.append((batch, pool.submit(predict, batch)))
+                if len(pending) >= handler.concurrency:
+                    done, future = pending.popleft()
+                    self._write_batch(done, *future.result())
+            while pending:
+                done, future = pending.popleft()
+                self._write_batch(done, *future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return None
+
+    def run_batch(self, piece: Piece, number: int, batch: Any) -> None:
+        """Predicts one batch, then writes and counts it (nothing of it if predict dies)."""
+        conv, writer, counts = batch.converted, self.writer, self.counts
+        results: dict[int, Any] = {}
+        failures: list[tuple[int, InstanceError]] = []
+        if conv.instances:
+            instances, displays = conv.instances, conv.displays
+            handler, parameters, state = self.handler, self.plan.parameters, self.state
+            assert handler is not None
+
+            def predict(lo: int, hi: int) -> list[Any]:
+                counts.predict_calls += 1
+                state.begin(piece.part, number, lo, hi)
+                try:
+                    predictions = handler.predict(instances[lo:hi], parameters)
+                except MemoryError as err:
+                    if self.batches:  # memory used up by earlier batches: a fresh worker redoes it
+                        state.end()
+                        raise _OutOfMemory(number) from err
+                    raise WorkerCrash(f"MemoryError: {err}") from err
+                except (SystemExit, KeyboardInterrupt, GeneratorExit) as err:
+                    # Not a bad instance: the worker is gone (or out of memory). The call state
+                    # stays set, so the main process knows which instances to isolate.
+                    raise WorkerCrash(f"{type(err).__name__}: {err}") from err
+                except BaseException:
+                    state.end()
+                    raise
+                state.end()
+                if len(predictions) != hi - lo:
+                    raise InstanceError(
+                        f"The model returned {len(predictions)} predictions for {hi - lo} "
+                        "instances; it must return one per instance.",
+                        CODE_INTERNAL,
+                    )
+                return predictions
+
+            if not counts.object_instances and isinstance(instances[0], dict):
+                counts.object_instances = True
+            results, failures = predict_batch(
+                predict, len(instances), piece.hints.get(number), self.rate, handler.classify_error
+            )
+        self._write_batch(batch, results, failures)
+
+    def _write_batch(
+        self, batch: Any, results: dict[int, Any], failures: list[tuple[int, InstanceError]]
+    ) -> None:
+        """Writes and counts one predicted batch."""
+        conv, writer, counts = batch.converted, self.writer, self.counts
+        displays = conv.displays
         counts.read += batch.read_count
         if conv.failures:
             writer.write_errors(conv.failures)
             counts.record_failures(conv.failures)
-        if predicted is not None:
-            if not counts.object_instances and isinstance(conv.instances[0], dict):
-                counts.object_instances = True
-            displays, predictions, failures = predicted
-            writer.write(displays, predictions, conv.columns)
-            counts.successful += len(predictions)
-            if failures:
-                batch.locate_failures(failures)
-                writer.write_errors(failures)
-                counts.record_failures(failures)
-        report(batch.read_count, batch.work)
+        if conv.instances:
+            order = sorted(results)
+            shown, predicted = [displays[i] for i in order], [results[i] for i in order]
+            failed = [(displays[i], err) for i, err in failures]
+            try:
+                writer.write(shown, predicted, conv.columns)
+                counts.successful += len(order)
+            except UNENCODABLE + (_arrow_error(),):  # find the records that cannot be written
+                for i, d, p in zip(order, shown, predicted):
+                    try:
+                        writer.write([d], [p], conv.columns)
+                        counts.successful += 1
+                    except UNENCODABLE + (_arrow_error(),) as why:
+                        error = _unwritable(d, why)
+                        error.row = i
+                        failed.append((d, error))
+            if failed:
+                batch.locate_failures(failed)
+                writer.write_errors(failed)
+                counts.record_failures(failed)
+        self.conn.send(("progress", batch.read_count, batch.work))
 
 
-def _predicted_batches(plan: JobPlan, handler: ModelHandler, split: Split) -> Iterator[tuple]:
-    """Each batch of ``split`` with its ``predict_isolated`` outcome (None: nothing to predict).
+def _checked(predictions: list[Any], n: int) -> list[Any]:
+    if len(predictions) != n:
+        raise InstanceError(
+            f"The model returned {len(predictions)} predictions for {n} instances; it must "
+            "return one per instance.",
+            CODE_INTERNAL,
+        )
+    return predictions
 
-    In order. A handler whose ``concurrency`` is above 1 (a model server over HTTP) gets that many
-    batches predicted at once by threads, read ahead of the one being written.
-    """
 
-    def predict(batch: Any) -> tuple | None:
-        conv = batch.converted
-        if not conv.instances:
-            return None
-        return predict_isolated(handler, conv.instances, conv.displays, plan.parameters)
-
-    batches = plan.source.batches(split, plan.batch_size)
-    if handler.concurrency <= 1:
-        for batch in batches:
-            yield batch, predict(batch)
-        return
-    pool = ThreadPoolExecutor(handler.concurrency, thread_name_prefix="predict")
-    pending: deque = deque()
+def _worker_main(plan: JobPlan, part: int, conn: Any, state_array: Any, parent_pid: int) -> None:
+    """Entry point of a worker process."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if plan.scratch_dir:  # the model's temporary files (CPR working directories) go here
+        os.environ["TMPDIR"] = plan.scratch_dir
+        tempfile.tempdir = plan.scratch_dir
+    worker = _Worker(plan, part, conn, CallState(state_array))
     try:
-        for batch in batches:
-            pending.append((batch, pool.submit(predict, batch)))
-            if len(pending) >= handler.concurrency:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
-            done, future = pending.popleft()
-            yield done, future.result()
-    except BaseException:  # a failure, Ctrl-C, or the consumer stopped: do not wait for requests
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-
-
-# The model a forked worker inherits from the main process (None when workers are spawned).
-_inherited_handler: ModelHandler | None = None
-
-
-def _run_worker(
-    plan: JobPlan,
-    index: int,
-    next_split: Callable[[], Split | None],
-    report: Callable,
-    handler: ModelHandler | None = None,
-) -> Counts:
-    if handler is None:
-        handler = load_handler(plan.model, single_thread=plan.workers > 1)
-    elif plan.workers > 1:
-        handler.limit_threads()
-    try:
-        writer = plan.destination.shard_writer(index, plan.workers)
-        counts = Counts(framework=handler.framework)
-        try:
-            while (split := next_split()) is not None:
-                process_split(plan, handler, writer, split, counts, report)
-        finally:
-            writer.close()
-    finally:
-        handler.close()
-    return counts
-
-
-def _worker_process(plan: JobPlan, index: int, tasks: Any, results: Any) -> None:
-    """Entry point of a worker process: reports progress, then its counts or its failure."""
-
-    def next_split() -> Split | None:
-        return tasks.get()
-
-    def report(rows: int, work: int) -> None:
-        results.put(("progress", rows, work))
-
-    try:
-        counts = _run_worker(plan, index, next_split, report, _inherited_handler)
-        results.put(("done", index, counts))
+        worker.run()
+    except (WorkerCrash, MemoryError) as err:
+        reason = str(err) if isinstance(err, WorkerCrash) else f"MemoryError: {err}"
+        with contextlib.suppress(Exception):
+            conn.send(("crash", reason))
+        os._exit(70)
     except BaseException as err:  # noqa: BLE001 - every failure must reach the main process
+        env = environment_error(err)
+        if env is not None:
+            err = env
         exit_code = err.exit_code if isinstance(err, BatchPredictError) else 13
         kind = "user" if isinstance(err, UserError) else "internal"
-        results.put(("fatal", index, kind, f"{type(err).__name__}: {err}", exit_code))
+        message = str(err) if isinstance(err, BatchPredictError) else f"{type(err).__name__}: {err}"
+        with contextlib.suppress(Exception):
+            conn.send(("fatal", kind, message, exit_code))
+        os._exit(1)
+    finally:
+        if worker.handler is not None:
+            with contextlib.suppress(Exception):
+                worker.handler.close()
+    conn.close()
+
+
+# ---- the main process -------------------------------------------------------------------------
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Any
+    state: CallState
+    part: int
+    loaded: bool = False
+    piece: Piece | None = None
+    done: list[Piece] = field(default_factory=list)
+    stopping: bool = False
+    closed: bool = False
+    crash_reason: str = ""
+    deadline_hit: bool = False
+    progress_rows: int = 0
+    progress_work: int = 0
+
+
+class _Scheduler:
+    """Hands pieces to workers, replaces dead or recycled ones, and adds up the counts."""
+
+    def __init__(self, plan: JobPlan, progress: Progress, ctx: Any) -> None:
+        self.plan = plan
+        self.progress = progress
+        self.ctx = ctx
+        self.ids = 0
+        self.parts = 0
+        self.pending: list[Piece] = [self._piece(s) for s in plan.splits]
+        self.slots: list[_Slot] = []
+        self.total = Counts()
+        self.restarts = 0
+
+    def _piece(self, split: Split, first: int = 0, hints: dict | None = None) -> Piece:
+        self.ids += 1
+        return Piece(self.ids - 1, split, first, hints or {})
+
+    def _start(self) -> _Slot:
+        parent, child = self.ctx.Pipe(duplex=True)
+        state = self.ctx.RawArray("d", 5)
+        part = self.parts
+        self.parts += 1
+        process = self.ctx.Process(
+            target=_worker_main,
+            args=(self.plan, part, child, state, os.getpid()),
+            daemon=True,
+            name=f"batchpredict-worker-{part}",
+        )
+        process.start()
+        child.close()
+        slot = _Slot(process, parent, CallState(state), part)
+        self.slots.append(slot)
+        return slot
+
+    def run(self) -> Counts:
+        try:
+            while self.pending or self.slots:
+                self._top_up()
+                waitables = [s.conn for s in self.slots] + [s.process.sentinel for s in self.slots]
+                ready = set(wait_for(waitables, timeout=POLL_SECONDS)) if waitables else set()
+                for slot in list(self.slots):
+                    if slot.conn in ready:
+                        self._drain(slot)
+                for slot in list(self.slots):
+                    if slot.process.sentinel in ready or not slot.process.is_alive():
+                        self._drain(slot)
+                        self._ended(slot)
+                self._check_deadlines()
+                self.progress.update(0, 0)
+            return self.total
+        finally:
+            self._stop_all()
+
+    def _top_up(self) -> None:
+        """Gives pending pieces to idle workers, stops idle ones, starts up to the plan's number."""
+        # A worker still loading the model keeps one pending piece for itself, so pieces spread
+        # over the workers as a shared queue would spread them (one file each, when there are as
+        # many files as workers), whichever worker loads first.
+        loading = sum(1 for s in self.slots if not s.loaded and not s.stopping)
+        for slot in self.slots:
+            if slot.loaded and slot.piece is None and not slot.stopping:
+                if len(self.pending) > loading:
+                    self._assign(slot)
+                elif not self.pending:
+                    slot.stopping = True
+                    slot.conn.send(None)
+        live = sum(1 for s in self.slots if not s.stopping)
+        want = min(self.plan.workers, len(self.pending) + sum(1 for s in self.slots if s.piece))
+        while self.pending and live < want:
+            self._start()
+            live += 1
+
+    def _assign(self, slot: _Slot) -> None:
+        piece = self.pending.pop(0)
+        slot.piece = piece
+        slot.conn.send(piece)
+
+    def _drain(self, slot: _Slot) -> None:
+        try:
+            while slot.conn.poll():
+                self._handle(slot, slot.conn.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _handle(self, slot: _Slot, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "progress":
+            slot.progress_rows += msg[1]
+            slot.progress_work += msg[2]
+            self.progress.update(msg[1], msg[2])
+        elif kind == "loaded":
+            slot.loaded = True
+        elif kind == "piece_done":
+            _, piece_id, next_batch = msg
+            piece = slot.piece
+            assert piece is not None and piece.part == piece_id
+            slot.piece = None
+            if next_batch is not None:  # recycled: the rest of the split is a new piece
+                slot.stopping = True
+                hints = {b: h for b, h in piece.hints.items() if b >= next_batch}
+                rest = self._piece(piece.split, next_batch, hints)
+                rest.last_batch = piece.last_batch
+                piece.hints = {b: h for b, h in piece.hints.items() if b < next_batch}
+                piece.last_batch = next_batch
+                self.pending.insert(0, rest)
+            slot.done.append(piece)
+        elif kind == "closed":
+            slot.closed = True
+            self.total.add(msg[1])
+        elif kind == "crash":
+            slot.crash_reason = msg[1]
+        elif kind == "fatal":
+            _, who, message, _code = msg
+            error_type = UserError if who == "user" else InternalError
+            raise error_type(message)
+
+    def _ended(self, slot: _Slot) -> None:
+        """A worker process exited: if it had not closed its part, redo everything it held."""
+        slot.process.join(timeout=1)
+        self.slots.remove(slot)
+        slot.conn.close()
+        if slot.closed:
+            return
+        reason = slot.crash_reason or _describe_exit(slot.process.exitcode)
+        if not slot.loaded:
+            raise InternalError(
+                f"A worker process died while loading the model ({reason}); the model's load() "
+                "crashed the interpreter or ran out of memory. Check the model with the same "
+                "library versions, or give the job more memory."
+            )
+        self.restarts += 1
+        self.plan.destination.discard_shard(slot.part)
+        self.progress.update(-slot.progress_rows, -slot.progress_work)
+        redo = [self._piece(p.split, p.first_batch, p.hints) for p in slot.done]
+        for old, new in zip(slot.done, redo):
+            new.last_batch = old.last_batch
+            new.crashes_outside = old.crashes_outside
+        piece = slot.piece
+        if piece is not None:
+            redo.append(self._retry(piece, slot, reason))
+        self.pending[:0] = redo
+        if self.restarts > MAX_WORKER_RESTARTS:
+            raise InternalError(
+                f"Worker processes died {self.restarts} times (last: {reason}); giving up. The "
+                "model crashes on many instances, or the job needs more memory: try fewer "
+                "workers or a smaller batch size."
+            )
+
+    def _retry(self, piece: Piece, slot: _Slot, reason: str) -> Piece:
+        """The piece a dead worker was on, with what its death taught about the call it was in."""
+        hints = {b: BatchHints(dict(h.bad), h.suspect) for b, h in piece.hints.items()}
+        crashes_outside = piece.crashes_outside
+        call = slot.state.current()
+        if call is not None and call[0] == piece.part:
+            _, batch, lo, hi, _ = call
+            h = hints.setdefault(batch, BatchHints())
+            if slot.deadline_hit:
+                code = CODE_DEADLINE_EXCEEDED
+                message = (
+                    "DEADLINE_EXCEEDED: the model's predict call did not return within "
+                    f"{self.plan.predict_timeout:g} s (predict_timeout_seconds)."
+                )
+            else:
+                code = CODE_INTERNAL
+                message = f"The model crashed the worker process ({reason}) on this instance."
+            live = [i for i in range(lo, hi) if i not in h.bad]
+            if len(live) == 1:
+                h.bad[live[0]] = (code, message)
+                h.suspect = None
+            else:
+                h.suspect = (lo, hi)
+        else:
+            crashes_outside += 1
+            if crashes_outside >= MAX_CRASHES_OUTSIDE_PREDICT:
+                raise InternalError(
+                    f"A worker process died twice ({reason}) outside the model's predict call, "
+                    f"on {piece.split.uri!r} (from byte/row group {piece.split.start}), reading "
+                    "the input or writing the output. Check the input file and free memory."
+                )
+        retry = self._piece(piece.split, piece.first_batch, hints)
+        retry.crashes_outside = crashes_outside
+        retry.last_batch = piece.last_batch
+        return retry
+
+    def _check_deadlines(self) -> None:
+        timeout = self.plan.predict_timeout
+        if not timeout or timeout <= 0:
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            call = slot.state.current()
+            if call is not None and now - call[4] > timeout and not slot.deadline_hit:
+                slot.deadline_hit = True
+                with contextlib.suppress(OSError):
+                    slot.process.kill()
+
+    def _stop_all(self) -> None:
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for slot in self.slots:
+            with contextlib.suppress(Exception):
+                slot.process.terminate()
+        for slot in self.slots:
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                with contextlib.suppress(Exception):
+                    slot.process.kill()
+                slot.process.join(timeout=5)
+            with contextlib.suppress(Exception):
+                slot.conn.close()
+        self.slots.clear()
 
 
 def run_plan(plan: JobPlan, progress: Progress) -> Counts:
-    """Runs every split of ``plan`` and returns the job's counts."""
-    if plan.workers == 1:
-        pending = list(plan.splits)
-        return _run_worker(plan, 0, lambda: pending.pop(0) if pending else None, progress.update)
-    global _inherited_handler
+    """Runs every split of ``plan`` in worker processes and returns the job's counts.
+
+    The model is never loaded here (a crash in ``load()`` must not take this process with it):
+    each worker loads its own.
+    """
     method = _start_method()
-    handler_cls = handler_class(plan.model)
-    if method == "fork" and not handler_cls.can_fork_workers():
+    if method == "fork" and not handler_class(plan.model).can_fork_workers():
         method = "spawn"
-    if method == "fork" and handler_cls.share_with_forked_workers:
-        _inherited_handler = load_handler(plan.model)
-        if threading.active_count() > 1:  # loading the model started threads: fork is unsafe
-            method = "spawn"
-            _inherited_handler.close()
-            _inherited_handler = None
+    ctx = mp.get_context(method)
+    own_scratch = not plan.scratch_dir
+    if own_scratch:
+        plan.scratch_dir = tempfile.mkdtemp(prefix="batchpredict-job-")
     try:
-        return _run_processes(plan, progress, mp.get_context(method))
+        return _Scheduler(plan, progress, ctx).run()
     finally:
-        if _inherited_handler is not None:
-            _inherited_handler.close()
-        _inherited_handler = None
+        if own_scratch:
+            shutil.rmtree(plan.scratch_dir, ignore_errors=True)
+            plan.scratch_dir = ""
+
+
+def _threads() -> int:
+    """Threads of this process, native ones included (an OpenMP pool a library started)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 def _start_method() -> str:
-    forkable = "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+    # A fork copies locks other threads hold: an OpenMP runtime (xgboost, sklearn) that ran a
+    # parallel region here hangs in the child. Fork only a single-threaded process.
+    forkable = "fork" in mp.get_all_start_methods() and _threads() == 1
     return "fork" if FORK_WHEN_SINGLE_THREADED and forkable else "spawn"
-
-
-def _run_processes(plan: JobPlan, progress: Progress, ctx: Any) -> Counts:
-    tasks = ctx.Queue()
-    results = ctx.Queue()
-    for split in plan.splits:
-        tasks.put(split)
-    for _ in range(plan.workers):
-        tasks.put(None)
-    procs = [
-        ctx.Process(target=_worker_process, args=(plan, i, tasks, results), daemon=True)
-        for i in range(plan.workers)
-    ]
-    for p in procs:
-        p.start()
-    total = Counts()
-    done: set[int] = set()
-    try:
-        while len(done) < plan.workers:
-            try:
-                msg = results.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                dead = [i for i, p in enumerate(procs) if i not in done and not p.is_alive()]
-                if dead and results.empty():
-                    codes = [procs[i].exitcode for i in dead]
-                    raise InternalError(
-                        f"Worker process(es) {dead} died (exit codes {codes}) without reporting; "
-                        "the model may have crashed the interpreter or run out of memory. Try "
-                        "fewer workers or a smaller manual_batch_tuning_parameters_batch_size."
-                    ) from None
-                continue
-            if msg[0] == "progress":
-                progress.update(msg[1], msg[2])
-            elif msg[0] == "done":
-                done.add(msg[1])
-                total.add(msg[2])
-            else:
-                _, index, kind, message, _code = msg
-                error_type = UserError if kind == "user" else InternalError
-                raise error_type(f"Worker {index} failed: {message}")
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=5)
-    return total
 
 
 def run_job(plan: JobPlan, show_progress: bool = True) -> tuple[Counts, float]:
@@ -330,3 +895,30 @@ def run_job(plan: JobPlan, show_progress: bool = True) -> tuple[Counts, float]:
     finally:
         progress.close()
     return counts, time.monotonic() - start
+
+
+# ---- signals ----------------------------------------------------------------------------------
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the job stops, its workers are stopped and its partial output removed."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_stops_job() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Terminated`` in the main thread (once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+        raise Terminated("stopped by SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

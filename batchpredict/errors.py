@@ -65,3 +65,34 @@ class InstanceError(Exception):
         self.source: dict[str, Any] | None = None
         # Its position among the instances of the predict call that failed (engine bookkeeping).
         self.row = -1
+
+
+# google.rpc.Code for a predict call that did not return in time.
+CODE_DEADLINE_EXCEEDED = 4
+
+# errno values that mean the user's disk or quota is full, with what to do.
+_DISK_FULL = {
+    "ENOSPC": "no space left on the device",
+    "EDQUOT": "disk quota exceeded",
+    "EFBIG": "file too large for the filesystem or the process's file size limit",
+}
+
+
+def environment_error(err: BaseException) -> UserError | None:
+    """A UserError for an OSError caused by the user's environment (disk full), else None."""
+    import errno
+
+    if not isinstance(err, OSError) or err.errno is None:
+        return None
+    name = errno.errorcode.get(err.errno, "")
+    where = f" writing {err.filename!r}" if getattr(err, "filename", None) else ""
+    if name in _DISK_FULL:
+        return UserError(
+            f"Disk full{where}: {_DISK_FULL[name]} ({name}). Free space, or write the output "
+            "elsewhere (gcs_destination_output_uri_prefix)."
+        )
+    if name in ("EACCES", "EPERM", "EROFS"):
+        return UserError(
+            f"Permission denied{where}: {err.strerror} ({name}). Check the path's permissions."
+        )
+    return None

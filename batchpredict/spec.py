@@ -142,6 +142,9 @@ class BatchPredictionJobSpec:
         max_failed_fraction: fail the job when failed / read is above this fraction.
         output_directory_name: a fixed output directory name instead of
             prediction-<model>-<timestamp>: the path is known in advance, reruns replace it.
+        predict_timeout_seconds: a predict call still running after this many seconds is
+            stopped (its worker is killed) and the instance that hangs is recorded as failed
+            (code 4, DEADLINE_EXCEEDED); 0 disables it. Vertex allows 600 s per request.
         progress: print a live progress line.
         vertex_api_endpoint: overrides {location}-aiplatform.googleapis.com (private endpoints,
             tests).
@@ -187,6 +190,7 @@ class BatchPredictionJobSpec:
     requests_in_flight: int = 0
     max_failed_fraction: float = 1.0
     output_directory_name: str = ""
+    predict_timeout_seconds: float = 600.0
     progress: bool = True
     vertex_api_endpoint: str = ""
 
@@ -302,6 +306,11 @@ class BatchPredictionJobSpec:
             )
         if self.workers < 0:
             raise UserError(f"workers must be >= 0 (0 = one per core); got {self.workers}.")
+        if self.predict_timeout_seconds < 0:
+            raise UserError(
+                "predict_timeout_seconds must be >= 0 (0 disables the deadline); got "
+                f"{self.predict_timeout_seconds}."
+            )
         check_max_failed_fraction(self.max_failed_fraction)
         if self.output_directory_name and ("/" in self.output_directory_name):
             raise UserError(

@@ -47,6 +47,7 @@ def model_batch_predict(
     workers: int = 0,
     output_directory_name: str = "",
     max_failed_fraction: float = 1.0,
+    predict_timeout_seconds: float = 600.0,
     return_probabilities: bool = False,
     predictor_class: str = "",
     serving_mode: str = "auto",
@@ -110,6 +111,9 @@ def model_batch_predict(
         output_directory_name: A fixed output directory name instead of
             ``prediction-<model>-<timestamp>`` (local backend): the path is known in advance.
         max_failed_fraction: Fail the step when more than this fraction of instances failed.
+        predict_timeout_seconds: A predict call running longer is stopped and the instance that
+            hangs is recorded as failed (code 4, DEADLINE_EXCEEDED); 0 disables it (local
+            backend; Vertex allows 600 s per request).
         return_probabilities: Classifiers return class probabilities instead of labels.
         predictor_class: ``module:Class`` of a Custom Prediction Routine ``Predictor``.
         serving_mode: ``auto`` (in-process when batchpredict runs the serving image's framework,
@@ -166,6 +170,7 @@ def model_batch_predict(
         workers=workers,
         output_directory_name=output_directory_name,
         max_failed_fraction=max_failed_fraction,
+        predict_timeout_seconds=predict_timeout_seconds,
         return_probabilities=return_probabilities,
         predictor_class=predictor_class,
         serving_mode=serving_mode,

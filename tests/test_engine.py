@@ -390,7 +390,9 @@ def test_vertex_only_inputs_are_recorded(tmp_path, sklearn_model_dir):
     }
 
 
-def test_a_worker_that_dies_fails_the_job_with_exit_13_and_no_output(tmp_path, monkeypatch):
+def test_a_worker_that_dies_redoes_its_work_and_records_the_crashing_instance(
+    tmp_path, monkeypatch
+):
     monkeypatch.setattr(sources, "SPLIT_BYTES", 64)
     module = tmp_path / "crash_predictor.py"
     module.write_text(
@@ -406,16 +408,21 @@ def test_a_worker_that_dies_fails_the_job_with_exit_13_and_no_output(tmp_path, m
     )
     (tmp_path / "m").mkdir()
     data = write_jsonl(tmp_path / "in.jsonl", list(range(100)))
-    from batchpredict.errors import InternalError
-
-    with pytest.raises(InternalError, match=r"died \(exit codes \[3\]\)") as info:
-        run_batch_prediction(
-            spec(
-                tmp_path, [data], str(tmp_path / "m"), workers=2, predictor_class=f"{module}:Crash"
-            )
-        )
-    assert info.value.exit_code == 13
-    assert os.listdir(tmp_path / "out") == []
+    result = run_batch_prediction(
+        spec(tmp_path, [data], str(tmp_path / "m"), workers=2, predictor_class=f"{module}:Crash")
+    )
+    out = read_output(result.gcs_output_directory)
+    assert sorted(r["instance"] for r in out["results"]) == [i for i in range(100) if i != 7]
+    assert out["errors"] == [
+        {
+            "instance": 7,
+            "error": {
+                "code": 13,
+                "message": "The model crashed the worker process (exit code 3) on this instance.",
+            },
+        }
+    ]
+    assert sorted(os.listdir(tmp_path / "out")) == [os.path.basename(result.gcs_output_directory)]
 
 
 def test_csv_output_of_jsonl_objects_names_the_included_columns(tmp_path, sklearn_model_dir, iris):

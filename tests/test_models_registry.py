@@ -119,10 +119,10 @@ print(os.getpid(), result.completion_stats["successful_count"])
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_close_is_called_once_per_worker_that_loaded_or_inherited_the_model(
+def test_close_is_called_once_per_worker_and_never_in_the_main_process(
     tmp_path, sklearn_model_dir, workers
 ):
-    """Each worker (forked: a fresh single-threaded process forks) closes its handler at its end.
+    """Each worker process closes the handler it loaded; the main process never loads the model.
 
     Run in a fresh interpreter: this test process may hold threads, and then workers are spawned
     (and would not see the patched close).
@@ -139,8 +139,4 @@ def test_close_is_called_once_per_worker_that_loaded_or_inherited_the_model(
     assert successful == "10"
     closed = os.listdir(marks)
     pids = {name.split("-")[0] for name in closed}
-    if workers == 1:
-        assert len(closed) == 1 and pids == {main_pid}
-    else:
-        # Both workers, and the main process that loaded the model they inherited.
-        assert len(closed) == 3 and len(pids) == 3 and main_pid in pids
+    assert len(closed) == workers and len(pids) == workers and main_pid not in pids

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 from batchpredict.backends.serving import DEFAULT_CONTAINER_BATCH_SIZE, default_in_flight, serve
-from batchpredict.engine import JobPlan, run_job
-from batchpredict.errors import InternalError
+from batchpredict.engine import JobPlan, run_job, sigterm_stops_job
+from batchpredict.errors import InternalError, environment_error
 from batchpredict.instances import InstanceConfig
 from batchpredict.io import formats
 from batchpredict.io.base import Destination, Source
@@ -64,12 +64,25 @@ def build_destination(spec: BatchPredictionJobSpec, started: float) -> Destinati
     )
 
 
+def _abort(destination: Destination) -> None:
+    """Removes partial output; a failure to do so is logged, never hides the job's own error."""
+    try:
+        destination.abort()
+    except Exception as err:  # noqa: BLE001
+        log.warning("Could not remove partial output under %s: %s", destination.location, err)
+
+
 def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = None) -> JobResult:
+    """Runs ``spec`` with the local engine; SIGTERM stops it cleanly (see ``_run_local``)."""
+    with sigterm_stops_job():
+        return _run_local(spec)
+
+
+def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
     """Runs ``spec`` with the local engine.
 
     Args:
         spec: the job (validated by the caller).
-        gcp_resources_path: unused locally (the component writes gcp_resources itself).
 
     Returns:
         The result, with the output location and completion stats.
@@ -106,6 +119,7 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         parameters=dict(spec.model_parameters),
         splits=splits,
         workers=max(1, min(workers, len(splits))),
+        predict_timeout=spec.predict_timeout_seconds,
     )
     try:
         with contextlib.ExitStack() as stack:
@@ -128,16 +142,10 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
             try:
                 counts, elapsed = run_job(plan, show_progress=spec.progress)
             except BaseException:
-                destination.abort()
+                _abort(destination)
                 raise
     finally:
         model.cleanup()
-    if counts.successful + counts.failed != counts.read:  # never expected: fail loudly
-        destination.abort()
-        raise InternalError(
-            f"Count mismatch: read {counts.read}, successful {counts.successful}, "
-            f"failed {counts.failed}."
-        )
     completion = {
         "successful_count": counts.successful,
         "failed_count": counts.failed,
@@ -151,14 +159,22 @@ def run_local(spec: BatchPredictionJobSpec, gcp_resources_path: str | None = Non
         "batch_size": plan.batch_size,
         "model_framework": counts.framework or model.framework,
         "vertex_only_settings": ignored,
+        "predict_calls": counts.predict_calls,
     }
     if in_container:
         stats["serving_image"] = model.image_uri
         stats["requests_in_flight"] = spec.requests_in_flight or default_in_flight()
-    destination.commit(
-        dict(counts.errors),
-        {**completion, **stats, "job_display_name": spec.job_display_name},
-    )
+    try:
+        destination.commit(
+            dict(counts.errors),
+            {**completion, **stats, "job_display_name": spec.job_display_name},
+        )
+    except BaseException as err:
+        _abort(destination)  # e.g. the disk filled up writing the summaries: leave nothing
+        env = environment_error(err)
+        if env is not None:
+            raise env from err
+        raise
     location = destination.location
     if counts.failed:
         print(failure_summary(spec, counts, destination), file=sys.stderr, flush=True)

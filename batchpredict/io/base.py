@@ -196,7 +196,14 @@ class Destination(ABC):
 
     @abstractmethod
     def shard_writer(self, index: int, count: int) -> ShardWriter:
-        """The writer for shard ``index`` of ``count`` (called in the worker)."""
+        """The writer of part ``index`` (unique in the job; ``count``: the workers, a hint).
+
+        Called in a worker process, once per process; parts become the shards at commit.
+        """
+
+    @abstractmethod
+    def discard_shard(self, index: int) -> None:
+        """Deletes what part ``index`` wrote (its worker died; its work is redone)."""
 
     @abstractmethod
     def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ anonymously.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import io
@@ -648,6 +649,12 @@ class BigQueryDestination(Destination):
     def shard_writer(self, index: int, count: int) -> ShardWriter:
         """A writer for this shard's staging files."""
         return BigQueryShardWriter(self.staging_dir, index, display_label(self.key_mode))
+
+    def discard_shard(self, index: int) -> None:
+        """Deletes the part's staging files (a part without its types file is never loaded)."""
+        for suffix in (".types.json", ".pred.jsonl", ".errors.jsonl"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.staging_dir, f"{index:05d}{suffix}"))
 
     def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
         """Loads the errors table, then the predictions table, each with one load job."""

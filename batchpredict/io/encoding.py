@@ -50,6 +50,20 @@ def dumps(value: Any) -> str:
     return _encode(value)
 
 
+# What encoding one record can raise (not JSON, nested too deep, a huge int): that record fails,
+# never the job.
+UNENCODABLE = (TypeError, ValueError, RecursionError, OverflowError)
+
+
+def unencodable(value: Any, why: BaseException) -> str:
+    """A short text standing for a value that cannot be written as JSON."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 4, 200, 200
+    return f"<not JSON-encodable ({type(why).__name__}): {short.repr(value)}>"
+
+
 def dumps_bytes(value: Any) -> bytes:
     """``json.dumps(value)`` as UTF-8 bytes, 5-10x faster for numbers and lists of numbers.
 

@@ -138,7 +138,14 @@ def expand_uris(uris: list[str]) -> list[str]:
             if any(c in path for c in GLOB_CHARS):
                 matches = sorted(p for p in fs.glob(path) if not fs.isdir(p))
             else:
-                matches = [path] if fs.exists(path) and not fs.isdir(path) else []
+                local = not _is_remote(fs)
+                there = fs.exists(path) or (local and os.path.lexists(path))
+                matches = [path] if there and not fs.isdir(path) else []
+            if not _is_remote(fs):
+                for p in matches:
+                    check_local_input(p, uri)
+        except UserError:
+            raise
         except Exception as err:  # gcsfs raises OSError, HttpError, ValueError, auth errors
             check_bucket(uri, "gcs_source_uris")
             raise UserError(
@@ -151,6 +158,47 @@ def expand_uris(uris: list[str]) -> list[str]:
             )
         files.extend(full_uri(fs, p) for p in matches)
     return files
+
+
+def check_local_input(path: str, uri: str) -> None:
+    """Checks that a local input is a readable regular file, before any work starts.
+
+    Raises:
+        UserError: naming the path: a symlink loop, a FIFO, socket or device (reading one would
+            hang or never end), or a file this process may not read.
+    """
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        what = "is a symbolic link loop" if err.errno == errno.ELOOP else f"cannot be read: {err}"
+        raise UserError(
+            f"Input {path!r} (from gcs_source_uris {uri!r}) {what}. Fix or remove it, or narrow "
+            "the wildcard."
+        ) from err
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "not a regular file"
+        )
+        raise UserError(
+            f"Input {path!r} (from gcs_source_uris {uri!r}) is {kind}, not a regular file; "
+            "batch prediction reads files. Copy the data to a file, or narrow the wildcard."
+        )
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as err:
+        raise UserError(
+            f"Input {path!r} (from gcs_source_uris {uri!r}) cannot be read: {err.strerror}. "
+            "Check its permissions."
+        ) from err
 
 
 def is_remote(uri: str) -> bool:

@@ -173,7 +173,10 @@ def _json_record(uri: str, n: int, line: bytes) -> Record:
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as e:
-        raise UserError(f"{uri}:{n} is not a JSON line ({e}): {line[:200]!r}") from e
+        try:  # NaN / Infinity, as json.dumps (and so the predict step) writes them
+            obj = json.loads(line)
+        except ValueError:
+            raise UserError(f"{uri}:{n} is not a JSON line ({e}): {line[:200]!r}") from e
     if not isinstance(obj, dict):
         raise UserError(f"{uri}:{n} is not a JSON object: {line[:200]!r}")
     error = obj.get("error", obj.get("errors"))

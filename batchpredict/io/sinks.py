@@ -11,19 +11,24 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import uuid
 from abc import abstractmethod
+from bisect import bisect_right
 from typing import Any
 
 from batchpredict import layout
 from batchpredict.errors import InstanceError, UserError, first_line
 from batchpredict.instances import INSTANCE, KEY, display_label
-from batchpredict.io import fs
+from batchpredict.io import fs, publish
 from batchpredict.io.base import Destination, OutputPlan, ShardWriter
-from batchpredict.io.encoding import dumps, dumps_many
+from batchpredict.io.encoding import UNENCODABLE, dumps, dumps_many, unencodable
 
 # Written and deleted under the temporary prefix before work starts, to check write access.
 REMOTE_PROBE_FILE = ".write-probe"
+# Each worker process writes part files ``part-NNNNN.results`` / ``part-NNNNN.errors``; at commit
+# they are renamed to Vertex's shard names.
+PART_PREFIX = "part-"
 
 
 class DirectoryDestination(Destination):
@@ -38,7 +43,14 @@ class DirectoryDestination(Destination):
         self.writer = writer
         self.predictions_format = writer.format
         self.key_mode = key_mode
+        if dir_name.strip() in ("", ".", "..") or "/" in dir_name or "\x00" in dir_name:
+            raise UserError(
+                f"output_directory_name {dir_name!r} is not a directory name; give one name "
+                "without '/', other than '.' and '..', or leave it empty for "
+                "prediction-<model>-<timestamp>."
+            )
         self.tmp_uri = fs.join(self.prefix, f".{dir_name}.incomplete-{uuid.uuid4().hex[:8]}")
+        self._lock: int | None = None
 
     @classmethod
     def for_output(cls, plan: OutputPlan) -> DirectoryDestination:
@@ -64,20 +76,33 @@ class DirectoryDestination(Destination):
             self._check_remote_prefix()
             return
         filesystem, path = fs.filesystem(self.tmp_uri)
+        _, prefix = fs.filesystem(self.prefix)
         try:
+            filesystem.makedirs(prefix, exist_ok=True)
+            self._lock = publish.acquire(prefix, self.dir_name)
+            publish.sweep(prefix, self.dir_name, path)
             filesystem.makedirs(path, exist_ok=True)
         except (OSError, ValueError) as err:
+            self._unlock()
             raise UserError(
                 f"Cannot create the output directory under {self.prefix!r}: {err}. Check "
                 "gcs_destination_output_uri_prefix and its permissions."
             ) from err
 
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            _, prefix = fs.filesystem(self.prefix)
+            publish.release(publish.lock_path(prefix, self.dir_name), self._lock)
+            self._lock = None
+
+    def _part_uris(self, index: int) -> tuple[str, str]:
+        ext = self.writer.extension
+        results = fs.join(self.tmp_uri, f"{PART_PREFIX}{index:05d}.{layout.RESULTS}{ext}")
+        return results, fs.join(self.tmp_uri, f"{PART_PREFIX}{index:05d}.{layout.ERRORS}")
+
     def shard_writer(self, index: int, count: int) -> ShardWriter:
-        """A writer for this shard's results and errors files."""
-        results = fs.join(
-            self.tmp_uri, layout.shard_name(layout.RESULTS, index, count, self.writer.extension)
-        )
-        errors = fs.join(self.tmp_uri, layout.shard_name(layout.ERRORS, index, count))
+        """A writer for this part's results and errors files."""
+        results, errors = self._part_uris(index)
         label = display_label(self.key_mode)
         return self.writer(results, errors, label)
 
@@ -85,6 +110,27 @@ class DirectoryDestination(Destination):
     def marker(self) -> str:
         """The completeness marker, outside the directory (``layout.completion_marker``)."""
         return layout.completion_marker(self.prefix, self.dir_name)
+
+    def discard_shard(self, index: int) -> None:
+        """Deletes the part's files (either may be missing)."""
+        for uri in self._part_uris(index):
+            filesystem, path = fs.filesystem(uri)
+            with contextlib.suppress(OSError):
+                filesystem.rm(path)
+
+    def _shard_names(self, names: list[str]) -> dict[str, str]:
+        """Part file name -> Vertex shard name (``prediction.results-SSSSS-of-NNNNN``)."""
+        out: dict[str, str] = {}
+        for kind in (layout.RESULTS, layout.ERRORS):
+            parts = sorted(
+                n
+                for n in names
+                if n.startswith(PART_PREFIX) and n[len(PART_PREFIX) :].split(".")[1] == kind
+            )
+            for i, name in enumerate(parts):
+                ext = self.writer.extension if kind == layout.RESULTS else ""
+                out[name] = layout.shard_name(kind, i, len(parts), ext)
+        return out
 
     def commit(self, errors_stats: dict[str, int], completion_stats: dict[str, Any]) -> None:
         """Writes errors_stats and puts the directory in place.
@@ -112,22 +158,24 @@ class DirectoryDestination(Destination):
             filesystem.rm(marker)
 
     def _publish_local(self) -> None:
-        filesystem, final = fs.filesystem(self.location)
+        _, final = fs.filesystem(self.location)
         _, tmp = fs.filesystem(self.tmp_uri)
-        if filesystem.exists(final):  # a fixed output_directory_name: replace the last run's
-            old = f"{final}.replaced-{uuid.uuid4().hex[:8]}"
-            filesystem.mv(final, old, recursive=True)
-            filesystem.mv(tmp, final, recursive=True)
-            filesystem.rm(old, recursive=True)
-        else:
-            filesystem.mv(tmp, final, recursive=True)
+        try:
+            for part, shard in self._shard_names(os.listdir(tmp)).items():
+                os.rename(os.path.join(tmp, part), os.path.join(tmp, shard))
+            publish.publish(tmp, final)  # atomic, also over a previous set (see publish)
+        finally:
+            self._unlock()
 
     def abort(self) -> None:
         """Deletes the temporary directory."""
         filesystem, tmp = fs.filesystem(self.tmp_uri)
-        filesystem.invalidate_cache(tmp)  # workers wrote it: this process's listings are stale
-        if filesystem.exists(tmp):
-            filesystem.rm(tmp, recursive=True)
+        try:
+            filesystem.invalidate_cache(tmp)  # workers wrote it: this process's listings are stale
+            if filesystem.exists(tmp):
+                filesystem.rm(tmp, recursive=True)
+        finally:
+            self._unlock()
 
     # Object stores (gs://) have no directory rename: a "move" copies object by object, so the
     # output would appear piecemeal. Instead the shards stay under the hidden temporary prefix
@@ -153,7 +201,10 @@ class DirectoryDestination(Destination):
         filesystem, tmp = fs.filesystem(self.tmp_uri)
         _, final = fs.filesystem(self.location)
         filesystem.invalidate_cache()
-        names = sorted(p.rsplit("/", 1)[-1] for p in filesystem.find(tmp))
+        found = sorted(p.rsplit("/", 1)[-1] for p in filesystem.find(tmp))
+        renamed = self._shard_names(found)
+        names = sorted(renamed.get(n, n) for n in found)
+        source_of = {renamed.get(n, n): n for n in found}
         if filesystem.exists(final):  # a fixed output_directory_name: replace the last run's
             filesystem.rm(final, recursive=True)
         results_prefix = f"prediction.{layout.RESULTS}-"
@@ -164,7 +215,7 @@ class DirectoryDestination(Destination):
         try:
             for group in groups:
                 if group:
-                    sources = [f"{tmp}/{n}" for n in group]
+                    sources = [f"{tmp}/{source_of[n]}" for n in group]
                     filesystem.copy(sources, [f"{final}/{n}" for n in group])
         except BaseException:
             with contextlib.suppress(Exception):  # leave nothing that looks like output
@@ -179,13 +230,18 @@ def _error_record(label: str, display: Any, err: InstanceError) -> str:
     """``{"key"|"instance": ..., "error": {code, message}, "source": {uri, line}}``.
 
     A record whose key could not be read is labelled ``instance`` (it holds the input record);
-    ``source`` (the input file and line) where the source format has lines.
+    ``source`` (the input file and line) where the source format has lines. A record that cannot
+    be encoded (nested too deep, not JSON) is shown shortened, as text.
     """
     label = INSTANCE if err.record else label
     record = {label: display, "error": {"code": err.code, "message": str(err)}}
     if err.source:
         record["source"] = err.source
-    return dumps(record)
+    try:
+        return dumps(record)
+    except UNENCODABLE as why:
+        record[label] = unencodable(display, why)
+        return dumps(record)
 
 
 class JsonlShardWriter(ShardWriter):
@@ -224,8 +280,9 @@ class TableShardWriter(ShardWriter):
     """Results as a table: the key (or one column per instance value), then ``prediction``.
 
     Nested values (lists, objects) are written as JSON text; scalars as themselves. The header
-    comes from the first row; failed instances go to a JSONL errors shard, as with JSONL results.
-    Subclasses write the rows in one file format.
+    comes from the first row; object instances with fields it lacks widen it (earlier rows get
+    empty cells), so no field is dropped. Failed instances go to a JSONL errors shard, as with
+    JSONL results. Subclasses write the rows in one file format.
     """
 
     def __init__(self, results_uri: str, errors_uri: str, label: str) -> None:
@@ -234,10 +291,12 @@ class TableShardWriter(ShardWriter):
         self.results_uri = results_uri
         self._errors = _LazyErrors(errors_uri)
         self._header: list[str] | None = None
+        self._rows = 0
+        self._layouts: list[tuple[int, list[str]]] = []  # (first row, header) of each widening
 
     @property
     def header(self) -> list[str]:
-        """The results' column names (set by the first rows, or at close)."""
+        """The results' column names (set by the first rows, widened by later ones)."""
         assert self._header is not None
         return self._header
 
@@ -262,14 +321,35 @@ class TableShardWriter(ShardWriter):
             values = list(display[:width]) + [None] * (width - len(display))
         return [_cell(v) for v in values] + [_cell(prediction)]
 
+    def _widen(self, displays: list[Any]) -> None:
+        """Adds the fields of object instances the header lacks, before ``prediction``."""
+        if self.label == "key":
+            return
+        known = set(self.header)
+        extra = [k for d in displays if isinstance(d, dict) for k in d if k not in known]
+        if extra:
+            self._header = self.header[:-1] + list(dict.fromkeys(extra)) + ["prediction"]
+            self._layouts.append((self._rows, list(self.header)))
+
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
-        """Appends rows; the header comes from the first row."""
+        """Appends rows; the header comes from the first row, widened by later objects."""
         if not displays:
             return
         if self._header is None:
             self._header = self._columns_for(displays[0], columns) + ["prediction"]
+            self._layouts.append((0, list(self._header)))
             self._start()
-        self._write_rows([self._row(d, p) for d, p in zip(displays, predictions)])
+        header = self._header
+        try:
+            self._widen(displays)
+            rows = [self._row(d, p) for d, p in zip(displays, predictions)]
+        except BaseException:  # a record that cannot be written: nothing of this call is
+            if self._header != header:
+                self._header = header
+                self._layouts.pop()
+            raise
+        self._write_rows(rows)
+        self._rows += len(rows)
 
     def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
         """Failed instances go to the JSONL errors shard, whatever the results format."""
@@ -295,6 +375,10 @@ class TableShardWriter(ShardWriter):
     def _finish(self) -> None:
         """Completes and closes the results file."""
 
+    def _replace_results(self, tmp: str) -> None:
+        filesystem, path = fs.filesystem(tmp)
+        filesystem.mv(path, fs.filesystem(self.results_uri)[1])
+
 
 class CsvShardWriter(TableShardWriter):
     """``csv`` results: a header row, then one row per result."""
@@ -312,10 +396,34 @@ class CsvShardWriter(TableShardWriter):
 
     def _finish(self) -> None:
         self._file.close()
+        if len(self._layouts) > 1:
+            self._rewrite_widened()
+
+    def _rewrite_widened(self) -> None:
+        """Rewrites the file under the widest header, row by row (bounded memory)."""
+        final = self.header
+        starts = [start for start, _ in self._layouts]
+        tmp = self.results_uri + ".widened"
+        with (
+            fs.open_file(self.results_uri, "r", newline="") as src,
+            fs.open_file(tmp, "w", newline="") as dst,
+        ):
+            reader, writer = csv.reader(src), csv.writer(dst)
+            next(reader)  # the first header
+            writer.writerow(final)
+            for n, row in enumerate(reader):
+                cells = dict(zip(self._layouts[bisect_right(starts, n) - 1][1], row))
+                writer.writerow([cells.get(c, "") for c in final])
+        self._replace_results(tmp)
 
 
 class ParquetShardWriter(TableShardWriter):
-    """``parquet`` results (not a Vertex format): the schema is inferred from the first rows."""
+    """``parquet`` results (not a Vertex format): the schema is inferred from the rows.
+
+    Rows whose schema differs (a widened header, a column whose values change type, such as keys
+    that are ints and then strings) go to a new segment file; at close the segments are merged
+    into one file under a widened schema (ints and floats to float, other mixes to text).
+    """
 
     format = "parquet"
     extension = ".parquet"
@@ -324,15 +432,24 @@ class ParquetShardWriter(TableShardWriter):
     def _start(self) -> None:
         self._file = fs.open_file(self.results_uri, "wb")
         self._parquet: Any = None
+        self._segments: list[str] = []
 
     def _write_rows(self, rows: list[list[Any]]) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        records = [dict(zip(self.header, r)) for r in rows]
+        table = _arrow_table(self.header, rows)
+        if self._parquet is not None and table.schema != self._parquet.schema:
+            try:
+                table = table.cast(self._parquet.schema)
+            except Exception:  # noqa: BLE001 - another schema: a new segment, merged at close
+                self._parquet.close()
+                self._file.close()
+                self._segments.append(f"{self.results_uri}.segment-{len(self._segments) + 1}")
+                self._file = fs.open_file(self._segments[-1], "wb")
+                self._parquet = None
         if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self._file, pa.Table.from_pylist(records).schema)
-        self._parquet.write_table(pa.Table.from_pylist(records, schema=self._parquet.schema))
+            self._parquet = pq.ParquetWriter(self._file, table.schema)
+        self._parquet.write_table(table)
 
     def _finish(self) -> None:
         if self._parquet is not None:
@@ -344,6 +461,30 @@ class ParquetShardWriter(TableShardWriter):
             schema = pa.schema([(c, pa.string()) for c in self.header])
             pq.write_table(schema.empty_table(), self._file)
         self._file.close()
+        if self._segments:
+            self._merge_segments()
+
+    def _merge_segments(self) -> None:
+        """One file under a widened schema, a row group at a time (bounded memory)."""
+        import pyarrow.parquet as pq
+
+        files = [self.results_uri, *self._segments]
+        schemas = []
+        for uri in files:
+            with fs.open_file(uri, "rb") as f:
+                schemas.append(pq.ParquetFile(f).schema_arrow)
+        schema = _widened_schema(schemas)
+        tmp = self.results_uri + ".widened"
+        with fs.open_file(tmp, "wb") as out, pq.ParquetWriter(out, schema) as writer:
+            for uri in files:
+                with fs.open_file(uri, "rb") as f:
+                    pf = pq.ParquetFile(f)
+                    for i in range(pf.num_row_groups):
+                        writer.write_table(_conform(pf.read_row_group(i), schema))
+        self._replace_results(tmp)
+        for uri in self._segments:
+            filesystem, path = fs.filesystem(uri)
+            filesystem.rm(path)
 
 
 class _LazyErrors:
@@ -366,9 +507,84 @@ class _LazyErrors:
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
+    import datetime as dt
+    import decimal
+
+    if value is None or isinstance(value, (str, int, float, bool, decimal.Decimal)):
+        return value
+    if isinstance(value, (dt.date, dt.time, dt.timedelta)):  # table inputs' own types
+        return value
+    if isinstance(value, (dict, list, tuple)):
         return dumps(value)
-    return value
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _cell(value.tolist())
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _arrow_table(header: list[str], rows: list[list[Any]]) -> Any:
+    """A table of ``rows``; a column whose values mix types becomes text."""
+    import pyarrow as pa
+
+    arrays = []
+    for i in range(len(header)):
+        values = [r[i] for r in rows]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            arrays.append(pa.array([None if v is None else _text(v) for v in values], pa.string()))
+    return pa.Table.from_arrays(arrays, names=header)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else dumps(value)
+
+
+def _widened_schema(schemas: list[Any]) -> Any:
+    """Every column of ``schemas`` (``prediction`` last); conflicting types widened."""
+    import pyarrow as pa
+
+    types: dict[str, Any] = {}
+    for schema in schemas:
+        for f in schema:
+            old = types.get(f.name)
+            if old is None or pa.types.is_null(old):
+                types[f.name] = f.type
+            elif pa.types.is_null(f.type) or old == f.type:
+                continue
+            elif _numeric(old) and _numeric(f.type):
+                types[f.name] = pa.float64()
+            else:
+                types[f.name] = pa.string()
+    names = [n for n in types if n != "prediction"] + ["prediction"] * ("prediction" in types)
+    return pa.schema([(n, types[n]) for n in names])
+
+
+def _numeric(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+def _conform(table: Any, schema: Any) -> Any:
+    """``table`` with ``schema``'s columns (missing ones null), cast (to text where needed)."""
+    import pyarrow as pa
+
+    columns = []
+    for f in schema:
+        if f.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, f.type))
+            continue
+        col = table.column(f.name)
+        if col.type == f.type:
+            columns.append(col)
+        elif pa.types.is_string(f.type) and not pa.types.is_null(col.type):
+            values = col.to_pylist()
+            columns.append(pa.array([None if v is None else _text(v) for v in values], f.type))
+        else:
+            columns.append(col.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 __all__ = [

@@ -33,6 +33,18 @@ SPLIT_BYTES = 16 * 1024 * 1024
 READ_BLOCK_BYTES = 1024 * 1024
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _check_not_gzip(head: bytes, uri: str) -> None:
+    if head.startswith(GZIP_MAGIC):
+        raise UserError(
+            f"Input {uri!r} is gzip-compressed, but its instances_format reads plain text. "
+            "Decompress it (gunzip), or for TFRecord use instances_format='tf-record-gzip'."
+        )
+
+
 def _failure(display: Any, message: str) -> tuple[Any, InstanceError]:
     return display, InstanceError(message, CODE_INVALID_ARGUMENT, record=True)
 
@@ -71,6 +83,11 @@ class LineSource(Source):
         """
         with fs.open_file(split.uri, "rb") as f:
             pos = split.start
+            if split.start == 0:
+                head = f.read(len(UTF8_BOM))
+                _check_not_gzip(head, split.uri)
+                pos = len(head) if head == UTF8_BOM else 0  # Excel and Windows tools write one
+                f.seek(pos)
             if split.start > 0:
                 f.seek(split.start - 1)
                 skipped = f.readline()  # a line starting before the split belongs to the last
@@ -190,12 +207,14 @@ class CsvSource(LineSource):
         if uri not in self._headers:
             with fs.open_file(uri, "rb") as f:
                 first = f.readline()
-            if not first.strip():
+            _check_not_gzip(first, uri)
+            if not first.removeprefix(UTF8_BOM).strip():
                 raise UserError(
                     f"CSV input {uri!r} has no header row; Vertex's csv format needs one."
                 )
-            columns = next(csv.reader([_decoded(first).rstrip("\r\n")]))
-            if _looks_like_data(_decoded(first).rstrip("\r\n")):
+            text = _decoded(first.removeprefix(UTF8_BOM)).rstrip("\r\n")
+            columns = next(csv.reader([text]))
+            if _looks_like_data(text):
                 log.warning(
                     "The first row of CSV input %s looks like data, not a header: %s. Vertex's "
                     "csv format reads the first row of each file as the column names, so this "

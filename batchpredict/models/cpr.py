@@ -9,7 +9,7 @@ import sys
 import tempfile
 from typing import Any
 
-from batchpredict.errors import UserError
+from batchpredict.errors import CODE_INTERNAL, InstanceError, UserError
 from batchpredict.models.base import ModelHandler, tolist
 
 
@@ -47,9 +47,10 @@ class CustomPredictorHandler(ModelHandler):
             result = result["predictions"]
         predictions = tolist(result)
         if len(predictions) != len(instances):
-            raise ValueError(
+            raise InstanceError(  # the model's fault, not the instance's: code 13
                 f"{self.ref.predictor_class} returned {len(predictions)} predictions for "
-                f"{len(instances)} instances; postprocess must return one per instance."
+                f"{len(instances)} instances; postprocess must return one per instance.",
+                CODE_INTERNAL,
             )
         return predictions
 
