@@ -413,15 +413,12 @@ def test_a_worker_that_dies_redoes_its_work_and_records_the_crashing_instance(
     )
     out = read_output(result.gcs_output_directory)
     assert sorted(r["instance"] for r in out["results"]) == [i for i in range(100) if i != 7]
-    assert out["errors"] == [
-        {
-            "instance": 7,
-            "error": {
-                "code": 13,
-                "message": "The model crashed the worker process (exit code 3) on this instance.",
-            },
-        }
-    ]
+    (error,) = out["errors"]
+    assert error["instance"] == 7 and error["source"]["line"] == 8
+    assert error["error"] == {
+        "code": 13,
+        "message": "The model crashed the worker process (exit code 3) on this instance.",
+    }
     assert sorted(os.listdir(tmp_path / "out")) == [os.path.basename(result.gcs_output_directory)]
 
 
