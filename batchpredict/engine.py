@@ -447,9 +447,11 @@ class _Worker:
         return None
 
     def _run_piece_concurrently(self, piece: Piece) -> None:
-        """For a model server (``handler.concurrency`` > 1): that many batches predicted at once
-        by threads, written in order. The model runs in the server, so deadlines and crash
-        isolation in fresh workers do not apply."""
+        """Runs a piece for a model server (``handler.concurrency`` > 1).
+
+        That many batches are predicted at once by threads and written in order. The model runs
+        in the server, so deadlines and crash isolation in fresh workers do not apply.
+        """
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
@@ -489,11 +491,11 @@ class _Worker:
 
     def run_batch(self, piece: Piece, number: int, batch: Any) -> None:
         """Predicts one batch, then writes and counts it (nothing of it if predict dies)."""
-        conv, writer, counts = batch.converted, self.writer, self.counts
+        conv, counts = batch.converted, self.counts
         results: dict[int, Any] = {}
         failures: list[tuple[int, InstanceError]] = []
         if conv.instances:
-            instances, displays = conv.instances, conv.displays
+            instances = conv.instances
             handler, parameters, state = self.handler, self.plan.parameters, self.state
             assert handler is not None
 

@@ -146,6 +146,12 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
                 raise
     finally:
         model.cleanup()
+    if counts.successful + counts.failed != counts.read:  # never expected: fail loudly
+        _abort(destination)
+        raise InternalError(
+            f"Count mismatch: read {counts.read}, successful {counts.successful}, "
+            f"failed {counts.failed}."
+        )
     completion = {
         "successful_count": counts.successful,
         "failed_count": counts.failed,
