@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format compile check-specs bench image push clean
+.PHONY: setup run test test-fast lint format compile check-specs bench bench-tf image push clean
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,10 @@ push: setup
 
 bench: setup
 	$(BIN)/python bench/engine_bench.py
+
+## bench-tf: Google's tutorial CNN, the engine against a hand-written TensorFlow loop
+bench-tf: setup
+	$(BIN)/python bench/tf_bench.py
 
 clean:
 	rm -rf $(VENV) local_outputs .pytest_cache

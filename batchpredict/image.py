@@ -19,21 +19,34 @@ if TYPE_CHECKING:  # kfp is never imported at module top level
 
 IMAGE_NAME = "batchpredict"
 REGISTRY_ENV = "BATCHPREDICT_IMAGE_REGISTRY"
+# A variant is the default image plus one of the package's extras (containers/Dockerfile.variant),
+# tagged <version>-<variant>. ``tf``: TensorFlow, for SavedModels and the TensorFlow tutorial.
+VARIANT_ENV = "BATCHPREDICT_IMAGE_VARIANT"
+IMAGE_VARIANTS = {"tf": "tf"}  # variant -> extra of the package
 
 # The image's non-root user (containers/Dockerfile creates it with these ids).
 IMAGE_UID = 10001
 IMAGE_GID = 10001
 
 
-def image_tag() -> str:
-    """The image tag: the package version."""
-    return __version__
+def image_tag(variant: str | None = None) -> str:
+    """The image tag: the package version, and ``-<variant>`` for a variant.
+
+    ``variant`` None reads ``BATCHPREDICT_IMAGE_VARIANT`` (empty: the default image).
+    """
+    variant = variant if variant is not None else os.environ.get(VARIANT_ENV, "")
+    if variant and variant not in IMAGE_VARIANTS:
+        raise ValueError(
+            f"Unknown image variant {variant!r} ({VARIANT_ENV}); known: {sorted(IMAGE_VARIANTS)}, "
+            "or empty for the default image."
+        )
+    return f"{__version__}-{variant}" if variant else __version__
 
 
-def component_image(registry: str | None = None) -> str:
-    """The full image reference, ``[<registry>/]batchpredict:<version>``."""
+def component_image(registry: str | None = None, variant: str | None = None) -> str:
+    """The full image reference, ``[<registry>/]batchpredict:<version>[-<variant>]``."""
     registry = (registry if registry is not None else os.environ.get(REGISTRY_ENV, "")).rstrip("/")
-    name = f"{IMAGE_NAME}:{image_tag()}"
+    name = f"{IMAGE_NAME}:{image_tag(variant)}"
     return f"{registry}/{name}" if registry else name
 
 

@@ -11,6 +11,10 @@
 #                                `local` builds and uses a Debian base made here with debootstrap
 #                                (containers/build_base_image.sh), for machines with no registry
 #   XGBOOST_DIST                 xgboost-cpu (default) or xgboost (CUDA build)
+#   BATCHPREDICT_IMAGE_VARIANT   also build a variant on top of the default image
+#                                (containers/Dockerfile.variant): `tf` adds the package's [tf]
+#                                extra (tensorflow-cpu), tagged batchpredict:<version>-tf; the
+#                                variant's reference is printed last
 #   PYTHON                       the project's Python (default: .venv/bin/python, else python3);
 #                                the image's dependencies are pinned to the versions installed there
 #
@@ -26,8 +30,13 @@ if [ -z "$PYTHON" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 
-IMAGE=$("$PYTHON" -c 'from batchpredict.image import component_image; print(component_image())')
-VERSION=$("$PYTHON" -c 'from batchpredict.image import image_tag; print(image_tag())')
+IMAGE=$("$PYTHON" -c 'from batchpredict.image import component_image; print(component_image(variant=""))')
+VERSION=$("$PYTHON" -c 'from batchpredict.image import image_tag; print(image_tag(variant=""))')
+VARIANT=${BATCHPREDICT_IMAGE_VARIANT:-}
+if [ -n "$VARIANT" ]; then
+    VARIANT_IMAGE=$("$PYTHON" -c 'from batchpredict.image import component_image; print(component_image())')
+    EXTRA=$("$PYTHON" -c "from batchpredict.image import IMAGE_VARIANTS; print(IMAGE_VARIANTS['$VARIANT'])")
+fi
 
 build_args=(--build-arg "BATCHPREDICT_VERSION=$VERSION")
 if [ "${BASE_IMAGE:-}" = local ]; then
@@ -54,7 +63,7 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-315532800} \
 
 # requirements.txt: the wheel's runtime dependencies. constraints.txt: the exact versions of
 # their whole closure as installed in $PYTHON's environment, so the image runs what was tested.
-"$PYTHON" - "$CTX" "$VERSION" <<'PY'
+"$PYTHON" - "$CTX" "$VERSION" "${EXTRA:-}" <<'PY'
 import sys
 import zipfile
 from email.parser import Parser
@@ -65,7 +74,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-ctx, version = Path(sys.argv[1]), sys.argv[2]
+ctx, version, variant_extra = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 wheel = next(ctx.glob(f"batchpredict-{version}-*.whl"))
 with zipfile.ZipFile(wheel) as zf:
     name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
@@ -100,9 +109,41 @@ while todo:
             if applies(sub_req, extra):
                 todo.append((sub_req, extra))
 (ctx / "constraints.txt").write_text("".join(f"{k}=={v}\n" for k, v in sorted(pins.items())))
+
+if variant_extra:
+    # A variant: the extra's own requirements, pinned with the whole closure (runtime + extra).
+    variant = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
+    variant = [r for r in variant if applies(r, variant_extra) and not applies(r)]
+    (ctx / "requirements-variant.txt").write_text("".join(f"{r.name}{r.specifier}\n" for r in variant))
+    todo = [(r, "") for r in variant]
+    while todo:
+        req, _ = todo.pop()
+        key = canonicalize_name(req.name)
+        if key in pins:
+            continue
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue
+        pins[key] = dist.version
+        for sub_extra in req.extras or [""]:
+            for sub in dist.requires or []:
+                sub_req = Requirement(sub)
+                if applies(sub_req, sub_extra):
+                    todo.append((sub_req, sub_extra))
+    (ctx / "constraints-variant.txt").write_text(
+        "".join(f"{k}=={v}\n" for k, v in sorted(pins.items()))
+    )
 PY
 
 say "building $IMAGE (base: ${BASE_IMAGE:-Dockerfile default})"
 docker build "${build_args[@]}" --tag "$IMAGE" --file "$ROOT/containers/Dockerfile" "$CTX" >&2
 docker image ls "$IMAGE" >&2
+if [ -n "$VARIANT" ]; then
+    say "building $VARIANT_IMAGE ($IMAGE + batchpredict[$EXTRA])"
+    docker build --build-arg "BASE_IMAGE=$IMAGE" --build-arg "EXTRA=$EXTRA" \
+        --tag "$VARIANT_IMAGE" --file "$ROOT/containers/Dockerfile.variant" "$CTX" >&2
+    docker image ls "$VARIANT_IMAGE" >&2
+fi
 echo "$IMAGE"
+[ -z "$VARIANT" ] || echo "$VARIANT_IMAGE"

@@ -355,3 +355,94 @@ def test_classification_pipeline_docker_matches_subprocess(image: str, tmp_path:
     assert sub["evaluation_metrics"] and all(sub["evaluation_metrics"].values())
     for key in sub:
         assert dock[key] == sub[key], key
+
+
+# ---- the TensorFlow variant (containers/Dockerfile.variant) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def tf_image(image: str) -> str:
+    """Builds batchpredict:<version>-tf on top of the default image (one extra layer)."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "BASE_IMAGE": os.environ.get("BATCHPREDICT_TEST_BASE_IMAGE", "local"),
+        "BATCHPREDICT_IMAGE_VARIANT": "tf",
+    }
+    env.pop("BATCHPREDICT_IMAGE_REGISTRY", None)
+    proc = subprocess.run(
+        [str(ROOT / "containers" / "build_image.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"containers/build_image.sh (tf variant) failed:\n{proc.stderr[-6000:]}")
+    built = proc.stdout.strip().splitlines()
+    assert built[-2:] == [image, component_image(registry="", variant="tf")]
+    return built[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_tf_variant_predicts_a_savedmodel_as_this_machine_does(
+    tf_image: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("tensorflow")
+    import base64
+
+    from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+    from batchpredict.tasks.train_image import (
+        build_model,
+        digit_images,
+        encode_jpegs,
+        export_saved_model,
+    )
+
+    model_dir = tmp_path / "model"
+    export_saved_model(build_model(), str(model_dir))
+    images, _ = digit_images()
+    lines = [
+        {"bytes_inputs": {"b64": base64.b64encode(j).decode()}} for j in encode_jpegs(images[:20])
+    ]
+    lines.append({"bytes_inputs": {"b64": base64.b64encode(b"not a jpeg").decode()}})
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tmp_path.chmod(0o777)
+    args = [
+        "--job-display-name", "tf", "--model-uri", str(model_dir),
+        "--gcs-source-uris", str(data), "--output-directory-name", "out",
+        "--container-image-uri", "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest",
+    ]  # fmt: skip
+    _docker(
+        "run", "--rm", "--user", "0:0", "-v", f"{tmp_path}:{tmp_path}", tf_image,
+        "batchpredict", "predict", *args,
+        "--gcs-destination-output-uri-prefix", str(tmp_path / "docker"),
+        timeout=300,
+    )  # fmt: skip
+    run_batch_prediction(
+        BatchPredictionJobSpec(
+            job_display_name="tf",
+            model_uri=str(model_dir),
+            gcs_source_uris=[str(data)],
+            gcs_destination_output_uri_prefix=str(tmp_path / "here"),
+            output_directory_name="out",
+            progress=False,
+        )
+    )
+
+    def lines_of(root: str, prefix: str) -> list[str]:
+        found = []
+        for path in sorted((tmp_path / root / "out").glob(prefix + "*")):
+            found += path.read_text().splitlines()
+        return sorted(found)
+
+    assert len(lines_of("docker", "prediction.results-")) == 20
+    assert lines_of("docker", "prediction.results-") == lines_of("here", "prediction.results-")
+    errors = [json.loads(e) for e in lines_of("docker", "prediction.errors-")]
+    assert [e["error"]["code"] for e in errors] == [3]
+    info = json.loads(_docker("image", "inspect", tf_image))[0]
+    size_mb = info["Size"] / 1e6
+    print(f"\n{tf_image}: {size_mb:.0f} MB")
+    assert size_mb < 2500, f"the TensorFlow variant grew to {size_mb:.0f} MB"

@@ -167,7 +167,7 @@ def test_bad_shapes_and_types_are_isolated_with_code_3(tmp_path, multi_model_dir
     assert stats["successful_count"] + stats["failed_count"] == 7
 
 
-def test_jpeg_model_bad_jpeg_isolated_and_one_call_per_batch(tmp_path, jpeg_model_dir, jpegs):
+def test_jpeg_model_bad_jpeg_isolated_with_code_3(tmp_path, jpeg_model_dir, jpegs):
     instances = [{"bytes_inputs": _b64(j)} for j in jpegs]
     instances.insert(2, {"bytes_inputs": _b64(b"not a jpeg")})
     instances.insert(4, {"bytes_inputs": {"b64": "%%% not base64"}})
@@ -213,3 +213,65 @@ def test_spawned_workers_each_load_the_model(tmp_path, jpeg_model_dir, jpegs):
     out = read_output(result.gcs_output_directory, result)
     assert result.stats["workers"] == 2
     assert out["stats"]["successful_count"] == 18 and out["errors"] == []
+
+
+FORK_SCRIPT = """
+import json, sys
+from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+model_dir, out, *files = sys.argv[1:]
+assert "tensorflow" not in sys.modules  # nothing imports it before a SavedModel runs
+result = run_batch_prediction(BatchPredictionJobSpec(
+    job_display_name="tf", gcs_source_uris=files, model_uri=model_dir,
+    gcs_destination_output_uri_prefix=out, workers=2, progress=False))
+imported_here = "tensorflow" in sys.modules
+print(json.dumps({
+    "successful": result.completion_stats["successful_count"],
+    "workers": result.stats["workers"],
+    # the workers imported and ran it; this process never did
+    "imported_here": imported_here,
+}))
+"""
+
+
+def test_forked_workers_each_load_the_model(tmp_path, jpeg_model_dir, jpegs):
+    """A fresh process that never imports TensorFlow forks; each worker loads the SavedModel."""
+    import subprocess
+    import sys
+
+    files = [
+        write_jsonl(tmp_path / f"in{i}.jsonl", [{"bytes_inputs": _b64(j)} for j in jpegs])
+        for i in range(3)
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, jpeg_model_dir, str(tmp_path / "out"), *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {
+        "successful": 18,
+        "workers": 2,
+        "imported_here": False,
+    }
+
+
+def test_the_whole_batch_goes_to_one_signature_call(jpeg_model_dir, jpegs):
+    """The handler's predict on a batch of 10 instances is one signature call of 10."""
+    from batchpredict.models import load_handler, resolve_model
+
+    handler = load_handler(resolve_model(jpeg_model_dir))
+    fn = handler.signature("serving_default")
+    sizes: list[int] = []
+
+    def call(**tensors):
+        sizes.append(int(next(iter(tensors.values())).shape[0]))
+        return fn(**tensors)
+
+    call.structured_input_signature = fn.structured_input_signature
+    handler._signatures["serving_default"] = call
+    instances = [{"bytes_inputs": _b64(jpegs[i % len(jpegs)])} for i in range(10)]
+    predictions = handler.predict(instances, {})
+    assert len(predictions) == 10
+    assert sizes == [10]

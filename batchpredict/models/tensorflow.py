@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
 from typing import Any
 
 from batchpredict.errors import CODE_INTERNAL, CODE_INVALID_ARGUMENT, UserError
@@ -56,10 +57,18 @@ class TensorFlowHandler(ModelHandler):
 
     @classmethod
     def can_fork_workers(cls) -> bool:
-        """A process that has already imported TensorFlow spawns its workers instead of forking."""
-        import sys
+        """Forking is safe until TensorFlow's runtime has started here (importing it is fine).
 
-        return "tensorflow" not in sys.modules
+        A process that ran TensorFlow (its eager context holds thread pools) spawns its workers.
+        """
+        if "tensorflow" not in sys.modules:
+            return True
+        try:
+            from tensorflow.python.eager import context
+
+            return context.context()._context_handle is None
+        except Exception:  # noqa: BLE001 - any doubt: spawn
+            return False
 
     def limit_threads(self) -> None:
         """One intra-op and one inter-op thread (applied on load: TF fixes them at start)."""
