@@ -67,5 +67,10 @@ def completion_marker(prefix: str, dir_name: str) -> str:
 
 
 def errors_stats_lines(counts: dict[str, int]) -> str:
-    """The errors_stats file: one Python-repr ``(message, count)`` tuple per distinct message."""
-    return "".join(f"{(message, count)!r}\n" for message, count in counts.items())
+    """The errors_stats file: one Python-repr ``(message, count)`` tuple per distinct message.
+
+    Most frequent first, then by message: workers finish in any order, and the file must not
+    depend on which one counted first.
+    """
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return "".join(f"{(message, count)!r}\n" for message, count in ordered)
