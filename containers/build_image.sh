@@ -89,33 +89,9 @@ runtime = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
 runtime = [r for r in runtime if applies(r)]
 (ctx / "requirements.txt").write_text("".join(f"{r}\n" for r in runtime))
 
-pins: dict[str, str] = {}
-todo = [(r, "") for r in runtime]
-while todo:
-    req, _ = todo.pop()
-    key = canonicalize_name(req.name)
-    if key in pins:
-        continue
-    try:
-        dist = metadata.distribution(req.name)
-    except metadata.PackageNotFoundError:
-        print(f"build_image: {req.name} is not installed here; the image resolves it freely",
-              file=sys.stderr)
-        continue
-    pins[key] = dist.version
-    for extra in req.extras or [""]:
-        for sub in dist.requires or []:
-            sub_req = Requirement(sub)
-            if applies(sub_req, extra):
-                todo.append((sub_req, extra))
-(ctx / "constraints.txt").write_text("".join(f"{k}=={v}\n" for k, v in sorted(pins.items())))
-
-if variant_extra:
-    # A variant: the extra's own requirements, pinned with the whole closure (runtime + extra).
-    variant = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
-    variant = [r for r in variant if applies(r, variant_extra) and not applies(r)]
-    (ctx / "requirements-variant.txt").write_text("".join(f"{r.name}{r.specifier}\n" for r in variant))
-    todo = [(r, "") for r in variant]
+def pin_closure(reqs: list[Requirement], pins: dict[str, str], warn: bool) -> None:
+    """Adds to ``pins`` the installed version of every package in the closure of ``reqs``."""
+    todo = [(r, "") for r in reqs]
     while todo:
         req, _ = todo.pop()
         key = canonicalize_name(req.name)
@@ -124,16 +100,33 @@ if variant_extra:
         try:
             dist = metadata.distribution(req.name)
         except metadata.PackageNotFoundError:
+            if warn:
+                print(f"build_image: {req.name} is not installed here; the image resolves it freely",
+                      file=sys.stderr)
             continue
         pins[key] = dist.version
-        for sub_extra in req.extras or [""]:
+        for extra in req.extras or [""]:
             for sub in dist.requires or []:
                 sub_req = Requirement(sub)
-                if applies(sub_req, sub_extra):
-                    todo.append((sub_req, sub_extra))
-    (ctx / "constraints-variant.txt").write_text(
-        "".join(f"{k}=={v}\n" for k, v in sorted(pins.items()))
-    )
+                if applies(sub_req, extra):
+                    todo.append((sub_req, extra))
+
+
+def write_pins(path: Path, pins: dict[str, str]) -> None:
+    path.write_text("".join(f"{k}=={v}\n" for k, v in sorted(pins.items())))
+
+
+pins: dict[str, str] = {}
+pin_closure(runtime, pins, warn=True)
+write_pins(ctx / "constraints.txt", pins)
+
+if variant_extra:
+    # A variant: the extra's own requirements, pinned with the whole closure (runtime + extra).
+    variant = [Requirement(r) for r in meta.get_all("Requires-Dist") or []]
+    variant = [r for r in variant if applies(r, variant_extra) and not applies(r)]
+    (ctx / "requirements-variant.txt").write_text("".join(f"{r.name}{r.specifier}\n" for r in variant))
+    pin_closure(variant, pins, warn=False)
+    write_pins(ctx / "constraints-variant.txt", pins)
 PY
 
 say "building $IMAGE (base: ${BASE_IMAGE:-Dockerfile default})"
