@@ -140,3 +140,58 @@ def test_close_is_called_once_per_worker_and_never_in_the_main_process(
     closed = os.listdir(marks)
     pids = {name.split("-")[0] for name in closed}
     assert len(closed) == workers and len(pids) == workers and main_pid not in pids
+
+
+THREADS_SCRIPT = """
+import os, sys
+from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+from batchpredict.models.sklearn import SklearnHandler
+
+marks, model_dir, out, *files = sys.argv[1:]
+predict = SklearnHandler.predict
+
+def counting_predict(self, instances, parameters):
+    from threadpoolctl import threadpool_info
+    threads = {i["user_api"]: i["num_threads"] for i in threadpool_info()}
+    with open(os.path.join(marks, str(os.getpid())), "w") as f:
+        f.write(str(threads.get("openmp")))
+    return predict(self, instances, parameters)
+
+SklearnHandler.predict = counting_predict
+run_batch_prediction(
+    BatchPredictionJobSpec(
+        job_display_name="j", gcs_source_uris=files, model_uri=model_dir,
+        gcs_destination_output_uri_prefix=out, workers=2, progress=False,
+    )
+)
+"""
+
+
+def test_two_workers_predict_with_one_openmp_thread_each(tmp_path, iris):
+    """scikit-learn's OpenMP runtime is loaded by unpickling: the limit must apply after load.
+
+    Two workers of two OpenMP threads each on two cores ran predict about 5x slower under load.
+    """
+    import joblib
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X, y = iris
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    model = HistGradientBoostingClassifier(max_iter=5).fit(X, y)
+    joblib.dump(model, model_dir / "model.joblib")
+    marks = tmp_path / "threads"
+    marks.mkdir()
+    files = [write_jsonl(tmp_path / f"in{i}.jsonl", X[:20].tolist()) for i in range(2)]
+    args = [str(marks), str(model_dir), str(tmp_path / "out"), *files]
+    env = dict(os.environ, OMP_NUM_THREADS="4")  # what the workers would use unlimited
+    proc = subprocess.run(
+        [sys.executable, "-c", THREADS_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = {name: (marks / name).read_text() for name in os.listdir(marks)}
+    assert seen and set(seen.values()) == {"1"}, seen
