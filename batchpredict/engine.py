@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from batchpredict import layout
 from batchpredict.errors import (
     CODE_DEADLINE_EXCEEDED,
     CODE_INTERNAL,
@@ -49,6 +50,7 @@ from batchpredict.errors import (
     ModelServerError,
     UserError,
     environment_error,
+    error_cause,
 )
 from batchpredict.io.base import Destination, Source, Split
 from batchpredict.io.encoding import UNENCODABLE, dumps
@@ -59,9 +61,9 @@ from batchpredict.progress import Progress
 # spawned fresh, since forking a process whose threads may hold locks can deadlock the child. The
 # model is loaded in each worker either way, never in this process.
 FORK_WHEN_SINGLE_THREADED = True
-# Distinct error messages kept in errors_stats; the rest are counted under one line.
-MAX_DISTINCT_ERRORS = 1000
-OTHER_ERRORS_MESSAGE = "Other errors (more distinct messages than errors_stats keeps)"
+# Distinct causes a worker (and the job) counts; failures of further causes are counted under
+# layout.OTHER_ERRORS_CAUSE. errors_stats keeps the layout.MAX_ERRORS_STATS_LINES most frequent.
+MAX_DISTINCT_ERRORS = 10_000
 # How often the main process wakes up without messages: deadlines, progress, liveness.
 POLL_SECONDS = 0.2
 # Worker deaths (crashes, deadlines) a job survives; each isolates part of a batch.
@@ -101,16 +103,16 @@ class Counts:
             self._count_error(message, n)
 
     def record_failures(self, failures: list[tuple[Any, InstanceError]]) -> None:
-        """Counts failed instances by message."""
+        """Counts failed instances by cause (the message without instance values)."""
         self.failed += len(failures)
         for _, err in failures:
-            self._count_error(str(err), 1)
+            self._count_error(err.cause or str(err), 1)
 
     def _count_error(self, message: str, n: int) -> None:
         if message in self.errors or len(self.errors) < MAX_DISTINCT_ERRORS:
             self.errors[message] += n
         else:
-            self.errors[OTHER_ERRORS_MESSAGE] += n
+            self.errors[layout.OTHER_ERRORS_CAUSE] += n
 
 
 @dataclass
@@ -203,7 +205,8 @@ def _instance_error(err: BaseException, classify: Callable[[BaseException], int]
     """The error record of an isolated failure; the handler tells bad input (3) from model (13)."""
     if isinstance(err, InstanceError):
         return err
-    return InstanceError(f"{type(err).__name__}: {err}", classify(err))
+    message = f"{type(err).__name__}: {err}"
+    return InstanceError(message, classify(err), cause=error_cause(message))
 
 
 def _default_classify(err: BaseException) -> int:
@@ -307,7 +310,9 @@ def predict_batch(
     rate.bad += len(failures)
     located = []
     for i, err in sorted(failures, key=lambda f: f[0]):
-        own = InstanceError(str(err), err.code, getattr(err, "record", False))
+        own = InstanceError(
+            str(err), err.code, getattr(err, "record", False), getattr(err, "cause", None)
+        )
         own.row = i  # its position among the batch's instances, for the error's source line
         own.source = getattr(err, "source", None)
         located.append((i, own))
@@ -334,14 +339,12 @@ def _unwritable(display: Any, why: BaseException) -> InstanceError:
     try:
         dumps(display)
     except UNENCODABLE:
-        return InstanceError(
-            f"The instance cannot be written to the output ({type(why).__name__}: {why}).",
-            CODE_INVALID_ARGUMENT,
-        )
-    return InstanceError(
-        f"The model's prediction cannot be written to the output ({type(why).__name__}: {why}).",
-        CODE_INTERNAL,
+        message = f"The instance cannot be written to the output ({type(why).__name__}: {why})."
+        return InstanceError(message, CODE_INVALID_ARGUMENT, cause=error_cause(message))
+    message = (
+        f"The model's prediction cannot be written to the output ({type(why).__name__}: {why})."
     )
+    return InstanceError(message, CODE_INTERNAL, cause=error_cause(message))
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -4,6 +4,7 @@ Job-level errors stop a job before or during work and exit non-zero; per-instanc
 error records (``{"error": {"code": ..., "message": ...}}``) and never stop a job.
 """
 
+import re
 from typing import Any
 
 # google.rpc.Code values used in per-instance error records.
@@ -57,14 +58,56 @@ class InstanceError(Exception):
     ``key``.
     """
 
-    def __init__(self, message: str, code: int = CODE_INVALID_ARGUMENT, record: bool = False):
+    def __init__(
+        self,
+        message: str,
+        code: int = CODE_INVALID_ARGUMENT,
+        record: bool = False,
+        cause: str | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.record = record
-        # Where the instance came from, when the source knows: {"uri": ..., "line": N}.
+        # What errors_stats counts it under: the message without the instance's values (see
+        # ``error_cause``); None when the message is already one (the engine's own messages).
+        self.cause = cause
+        # Where the instance came from, when the source knows: {"uri": ..., "line": N} (or "row",
+        # "record"; see Batch.locate).
         self.source: dict[str, Any] | None = None
         # Its position among the instances of the predict call that failed (engine bookkeeping).
         self.row = -1
+
+
+# In a cause, what replaces a quoted literal, a number that is not a small count, an address.
+VALUE_PLACEHOLDER = "<value>"
+NUMBER_PLACEHOLDER = "<number>"
+# A cause longer than this is cut (a model may put a whole array's repr in its message).
+MAX_CAUSE_CHARS = 500
+# Not after "=" or "(": ``dtype='numeric'``, ``dtype('float64')`` are the code's, not the data's.
+_QUOTED = re.compile(r"""(?<![\w'"=(])(?:'[^'\n]*'|"[^"\n]*")(?![\w'"])""")
+# Hex addresses (``<object at 0x7f...>``), floats, and integers of 4 digits or more; counts and
+# shapes ("X has 3 features, but ... is expecting 28") are kept: they name the cause.
+_NUMBER = re.compile(
+    r"(?<![\w.])(?:0x[0-9a-fA-F]+|[-+]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][-+]?\d+)?"
+    r"|[-+]?\d{4,}|nan|inf)(?![\w.])"
+)
+
+
+def error_cause(message: str) -> str:
+    """The cause in an exception's text from model code: its message without instance values.
+
+    ``errors_stats`` counts failures by cause, so one line stands for every instance that failed
+    the same way (``ValueError: could not convert string to float: <value>``), whatever values
+    they held; the errors file keeps each message as raised. Quoted literals become ``<value>``
+    (not after ``=`` or ``(``, where they are the code's: ``dtype='numeric'``); floats, integers
+    of 4 digits or more and hex addresses become ``<number>`` (small integers stay: they are
+    counts and shapes, part of the cause); the result is cut at MAX_CAUSE_CHARS.
+    """
+    cause = _QUOTED.sub(VALUE_PLACEHOLDER, message)
+    cause = _NUMBER.sub(NUMBER_PLACEHOLDER, cause)
+    if len(cause) > MAX_CAUSE_CHARS:
+        cause = cause[: MAX_CAUSE_CHARS - 3] + "..."
+    return cause
 
 
 # google.rpc.Code for a predict call that did not return in time.

@@ -27,6 +27,9 @@ PREDICTION_DIR_PREFIX = "prediction-"
 AUTOML_RESULTS_GLOBS = ("predictions_*.jsonl", "predictions_*.csv")
 AUTOML_ERRORS_GLOBS = ("errors_*.jsonl",)
 COMPLETION_STATS_FILE = "completion_stats.json"
+# errors_stats: lines for the most frequent causes, then one line counting the other failures.
+MAX_ERRORS_STATS_LINES = 100
+OTHER_ERRORS_CAUSE = "Other errors (less frequent causes than the lines above)"
 # Beside the output directories, hidden: ``<prefix>/.batchpredict/<dir>.completion_stats.json``.
 MARKER_DIR = ".batchpredict"
 MARKER_SUFFIX = ".completion_stats.json"
@@ -66,11 +69,20 @@ def completion_marker(prefix: str, dir_name: str) -> str:
     return f"{prefix.rstrip('/')}/{MARKER_DIR}/{dir_name}{MARKER_SUFFIX}"
 
 
-def errors_stats_lines(counts: dict[str, int]) -> str:
-    """The errors_stats file: one Python-repr ``(message, count)`` tuple per distinct message.
+def errors_stats_lines(counts: dict[str, int], limit: int | None = None) -> str:
+    """The errors_stats file: one Python-repr ``(message, count)`` tuple per distinct cause.
 
     Most frequent first, then by message: workers finish in any order, and the file must not
-    depend on which one counted first.
+    depend on which one counted first. At most ``limit`` (MAX_ERRORS_STATS_LINES) causes get
+    a line; the failures of the others are counted on one last line, OTHER_ERRORS_CAUSE, so the
+    file stays small however many instances failed.
     """
-    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return "".join(f"{(message, count)!r}\n" for message, count in ordered)
+    limit = MAX_ERRORS_STATS_LINES if limit is None else limit
+    other = counts.get(OTHER_ERRORS_CAUSE, 0)
+    ordered = sorted(
+        ((m, n) for m, n in counts.items() if m != OTHER_ERRORS_CAUSE),
+        key=lambda item: (-item[1], item[0]),
+    )
+    other += sum(n for _, n in ordered[limit:])
+    lines = ordered[:limit] + ([(OTHER_ERRORS_CAUSE, other)] if other else [])
+    return "".join(f"{(message, count)!r}\n" for message, count in lines)

@@ -217,6 +217,43 @@ def test_rows_become_instances_as_vertex_converts_them(
     ]
 
 
+@pytest.mark.parametrize("read_api", ["storage", "rest"])
+def test_bigquery_error_records_say_which_table_and_row(
+    bq, predictors, tmp_path, monkeypatch, read_api
+):
+    if read_api == "rest":  # row ranges of 16 rows: failures in later ranges too
+        monkeypatch.delenv("BIGQUERY_STORAGE_EMULATOR_HOST")
+        monkeypatch.setattr(bq_io, "REST_SPLIT_ROWS", 16)
+    dataset = new_dataset(bq, "located_src")
+    schema = [bigquery.SchemaField("i", "INTEGER"), bigquery.SchemaField("f", "FLOAT")]
+    load_table(bq, f"{dataset}.src", schema, [{"i": i, "f": i + 0.5} for i in range(1, 41)])
+    result = run_batch_prediction(
+        spec(
+            instances_format="bigquery",
+            bigquery_source_input_uri=f"bq://{dataset}.src",
+            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
+            model_uri=predictors,
+            predictor_class="bq_predictors:Doubler",
+            instance_type="object",
+            manual_batch_tuning_parameters_batch_size=7,
+        )
+    )
+    errors = read_output(result.gcs_output_directory)["errors"]
+    assert sorted(e["instance"]["i"] for e in errors) == [5, 10, 15, 20, 25, 30, 35, 40]
+    for e in errors:
+        where = e["source"]
+        assert where["uri"] == f"bq://{dataset}.src"
+        if read_api == "rest":  # the row's index in the table's listing
+            assert set(where) == {"uri", "row"}
+            (row,) = bq.list_rows(f"{dataset}.src", start_index=where["row"], max_results=1)
+        else:  # the read stream and the row's offset in it
+            assert set(where) == {"uri", "stream", "row"}
+            # (the emulator ignores read_rows' offset: the stream is read from its start)
+            rows = list(bq_io.read_client().read_rows(where["stream"]).rows())
+            row = {k: v.as_py() for k, v in rows[where["row"]].items()}
+        assert row["i"] == e["instance"]["i"]
+
+
 def test_bigquery_to_new_dataset_keeps_types_and_records_errors(bq, predictors):
     dataset = new_dataset(bq, "roundtrip_src")
     schema = [f for f in TYPES_SCHEMA if f.name != "n"]  # NUMERIC comes back as float

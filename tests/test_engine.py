@@ -589,3 +589,176 @@ def test_error_records_say_which_file_and_line(tmp_path, sklearn_model_dir, monk
     )
     errors = read_output(result.gcs_output_directory)["errors"]
     assert sorted(e["source"]["line"] for e in errors) == [4, 5]
+
+
+UNLUCKY_PREDICTOR = (
+    "import base64\n"
+    "class Unlucky:\n"
+    "    # fails on instances whose first value (or b64 payload) is 13 or 27\n"
+    "    def load(self, artifacts_uri):\n"
+    "        pass\n"
+    "    def preprocess(self, body):\n"
+    "        return body['instances']\n"
+    "    def predict(self, instances):\n"
+    "        values = [int(base64.b64decode(x['b64'])) if isinstance(x, dict) else x[0]\n"
+    "                  for x in instances]\n"
+    "        if any(v in (13, 27) for v in values):\n"
+    "            raise RuntimeError('unlucky')\n"
+    "        return values\n"
+    "    def postprocess(self, results):\n"
+    "        return {'predictions': results}\n"
+)
+
+
+def test_parquet_error_records_say_which_file_and_row(tmp_path, sklearn_model_dir):
+    import pyarrow as pa
+
+    (tmp_path / "unlucky.py").write_text(UNLUCKY_PREDICTOR)
+    paths = []
+    for n, first in enumerate((0, 20)):  # two files, several row groups each
+        path = tmp_path / f"part{n}.parquet"
+        values = list(range(first, first + 20))
+        table = pa.table({"v": values, "w": [float(v) for v in values]})
+        pq.write_table(table, path, row_group_size=6)
+        paths.append(str(path))
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            paths,
+            sklearn_model_dir,
+            instances_format="parquet",
+            predictor_class=f"{tmp_path / 'unlucky.py'}:Unlucky",
+            manual_batch_tuning_parameters_batch_size=4,
+        )
+    )
+    errors = read_output(result.gcs_output_directory)["errors"]
+    got = sorted((e["instance"][0], e["source"]) for e in errors)
+    assert got == [(13, {"uri": paths[0], "row": 13}), (27, {"uri": paths[1], "row": 7})]
+    for value, where in got:  # the row as pyarrow reads it
+        assert pq.read_table(where["uri"]).slice(where["row"], 1)["v"][0].as_py() == value
+
+
+@pytest.mark.parametrize("fmt", ["tf-record", "tf-record-gzip"])
+def test_tfrecord_error_records_say_which_file_and_record(tmp_path, sklearn_model_dir, fmt):
+    import gzip
+
+    from batchpredict.io.tfrecord import write_record
+
+    (tmp_path / "unlucky.py").write_text(UNLUCKY_PREDICTOR)
+    path = tmp_path / "in.tfrecord"
+    opener = gzip.open if fmt == "tf-record-gzip" else open
+    with opener(path, "wb") as f:
+        for v in range(30):
+            write_record(f, str(v).encode())
+        write_record(f, b"corrupted")
+    if fmt == "tf-record":
+        data = bytearray(path.read_bytes())
+        data[-6] ^= 0xFF  # a byte of the last record's data: its CRC fails
+        path.write_bytes(bytes(data))
+    else:  # cut the last record short inside the stream
+        raw = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(raw[:-5]))
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [str(path)],
+            sklearn_model_dir,
+            instances_format=fmt,
+            predictor_class=f"{tmp_path / 'unlucky.py'}:Unlucky",
+            manual_batch_tuning_parameters_batch_size=8,
+        )
+    )
+    errors = read_output(result.gcs_output_directory)["errors"]
+    by_record = {e["source"]["record"]: e for e in errors}
+    assert sorted(by_record) == [13, 27, 30]
+    assert all(e["source"]["uri"] == str(path) for e in errors)
+    assert "Corrupt TFRecord input" in by_record[30]["error"]["message"]
+    assert by_record[27]["error"]["message"] == "RuntimeError: unlucky"
+
+
+def test_errors_stats_groups_model_errors_by_cause_without_instance_values(
+    tmp_path, sklearn_model_dir
+):
+    # 10% bad rows, each with its own value: errors_stats has one line per cause, not per row;
+    # the errors file keeps each message as the model raised it
+    module = tmp_path / "lookup_predictor.py"
+    module.write_text(
+        "import numpy as np\n"
+        "COLOURS = {'red': 1.0, 'blue': 2.0}\n"
+        "class Lookup:\n"
+        "    def load(self, artifacts_uri):\n"
+        "        pass\n"
+        "    def preprocess(self, body):\n"
+        "        return body['instances']\n"
+        "    def predict(self, instances):\n"
+        "        colours = [COLOURS[x[0]] for x in instances]\n"
+        "        values = np.asarray([x[1:] for x in instances], dtype=np.float64)\n"
+        "        return (values.sum(axis=1) * colours).tolist()\n"
+        "    def postprocess(self, results):\n"
+        "        return {'predictions': results}\n"
+    )
+    rows = [["red", 1.0, 2.0] for _ in range(200)]
+    for i in range(0, 200, 10):
+        rows[i] = ["red", f"n/a-{i}", 2.0]  # numpy: could not convert string to float: 'n/a-0'
+        rows[i + 1] = [f"colour{i}", 1.5, 2.5]  # KeyError: 'colour0'
+        rows[i + 2] = ["blue", 1234567.5, 0.000123]  # fine: numbers in the data are not causes
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    bad = tmp_path / "in2.jsonl"
+    bad.write_text('{"a": \n[1, 2\n   {oops}\n')  # malformed JSON, failing at different columns
+    result = run_batch_prediction(
+        spec(
+            tmp_path,
+            [data, str(bad)],
+            sklearn_model_dir,
+            predictor_class=f"{module}:Lookup",
+            manual_batch_tuning_parameters_batch_size=32,
+        )
+    )
+    out = read_output(result.gcs_output_directory)
+    assert out["errors_stats"] == [
+        "('KeyError: <value>', 20)",
+        "('ValueError: could not convert string to float: <value>', 20)",
+        "('Invalid JSON: unexpected end of data', 2)",
+        "('Invalid JSON: unexpected character, expected a string key', 1)",
+    ]
+    messages = sorted(e["error"]["message"] for e in out["errors"])
+    assert [m for m in messages if "convert string" in m] == sorted(
+        f"ValueError: could not convert string to float: 'n/a-{i}'" for i in range(0, 200, 10)
+    )
+    assert [m for m in messages if m.startswith("KeyError")] == sorted(
+        f"KeyError: 'colour{i}'" for i in range(0, 200, 10)
+    )
+    assert "Invalid JSON: unexpected end of data: line 1 column 7 (char 6)" in messages
+    assert len(out["results"]) == 160 and len(out["errors"]) == 43
+
+
+def test_errors_stats_stays_small_however_many_distinct_messages(tmp_path, sklearn_model_dir):
+    # every failure with its own message that no rule generalises: the most frequent causes get
+    # a line each, the rest one line
+    from batchpredict import layout
+
+    module = tmp_path / "wordy_predictor.py"
+    module.write_text(
+        "class Wordy:\n"
+        "    def load(self, artifacts_uri):\n"
+        "        pass\n"
+        "    def preprocess(self, body):\n"
+        "        return body['instances']\n"
+        "    def predict(self, instances):\n"
+        "        for i in instances:\n"
+        "            if i % 2:\n"
+        "                word = ''.join(chr(97 + int(d)) for d in str(i))\n"
+        "                raise RuntimeError('no luck with ' + word)\n"
+        "        return instances\n"
+        "    def postprocess(self, results):\n"
+        "        return {'predictions': results}\n"
+    )
+    data = write_jsonl(tmp_path / "in.jsonl", list(range(400)))
+    result = run_batch_prediction(
+        spec(tmp_path, [data], sklearn_model_dir, predictor_class=f"{module}:Wordy")
+    )
+    out = read_output(result.gcs_output_directory)
+    assert len(out["errors"]) == 200
+    assert len(out["errors_stats"]) == layout.MAX_ERRORS_STATS_LINES + 1
+    rest = 200 - layout.MAX_ERRORS_STATS_LINES
+    assert out["errors_stats"][-1] == repr((layout.OTHER_ERRORS_CAUSE, rest))

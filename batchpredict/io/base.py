@@ -53,7 +53,8 @@ class Batch:
     """Converted records from one split, and the progress units they consumed.
 
     ``locate``, where the source can tell, maps a record's position in the batch to where it came
-    from (``{"uri": ..., "line": N}``); it is called only for failed instances.
+    from (``{"uri": ..., "line": N}``; ``"row"`` or ``"record"`` for formats without lines); it is
+    called only for failed instances.
     """
 
     converted: Converted

@@ -42,7 +42,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -391,16 +391,36 @@ class BigQuerySource(Source):
         rows = self._stream_rows(split) if self.mode == "storage" else self._rest_rows(split)
         conv = self._conv()
         pending: list[list[Any]] = []
+        read = 0  # rows of the split before ``pending``
         for chunk in _reading(rows, self._table_subject()):
             pending.extend(chunk)
             start = 0
             while len(pending) - start >= batch_size:
                 head = pending[start : start + batch_size]
                 start += batch_size
-                yield Batch(conv.convert(head), len(head))
+                yield Batch(conv.convert(head), len(head), self._locator(split, read))
+                read += len(head)
             del pending[:start]
         if pending:
-            yield Batch(conv.convert(pending), len(pending))
+            yield Batch(conv.convert(pending), len(pending), self._locator(split, read))
+
+    def _locator(self, split: Split, read: int) -> Callable[[int], dict[str, Any]]:
+        """Where a failed row came from: the table and the row's position as it was read.
+
+        tabledata.list: ``row``, its 0-based index in the table's listing (``list_rows`` with
+        ``start_index=row`` reads it again while the table is unchanged). Storage Read API:
+        ``stream`` (the read session's stream, valid for the session's 6 hours) and ``row``, the
+        row's 0-based offset in that stream (``read_rows(stream, offset=row)``); BigQuery has no
+        row numbers of its own.
+        """
+        uri = f"bq://{self.ref.table_id}"
+        first = (split.start if self.mode == "rest" else 0) + read
+        stream = {"stream": split.uri} if self.mode == "storage" else {}
+
+        def locate(index: int) -> dict[str, Any]:
+            return {"uri": uri, **stream, "row": first + index}
+
+        return locate
 
     def _stream_rows(self, split: Split) -> Iterator[list[list[Any]]]:
         import pyarrow as pa

@@ -227,10 +227,11 @@ class DirectoryDestination(Destination):
 
 
 def _error_record(label: str, display: Any, err: InstanceError) -> str:
-    """``{"key"|"instance": ..., "error": {code, message}, "source": {uri, line}}``.
+    """``{"key"|"instance": ..., "error": {code, message}, "source": {uri, ...}}``.
 
     A record whose key could not be read is labelled ``instance`` (it holds the input record);
-    ``source`` (the input file and line) where the source format has lines. A record that cannot
+    ``source`` says where the input record is, where the source can tell (``{uri, line}``,
+    ``{uri, row}``, ``{uri, record}``, ``{uri, stream, row}``). A record that cannot
     be encoded (nested too deep, not JSON) is shown shortened, as text.
     """
     label = INSTANCE if err.record else label

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import logging
+import re
 from abc import abstractmethod
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from batchpredict.errors import CODE_INVALID_ARGUMENT, InstanceError, UserError
+from batchpredict.errors import CODE_INVALID_ARGUMENT, InstanceError, UserError, error_cause
 from batchpredict.instances import Converted, InstanceConfig, TableConverter, convert_json
 from batchpredict.io import fs
 from batchpredict.io.base import Batch, Source, Split
@@ -45,8 +46,13 @@ def _check_not_gzip(head: bytes, uri: str) -> None:
         )
 
 
-def _failure(display: Any, message: str) -> tuple[Any, InstanceError]:
-    return display, InstanceError(message, CODE_INVALID_ARGUMENT, record=True)
+def _failure(display: Any, message: str, cause: str | None = None) -> tuple[Any, InstanceError]:
+    return display, InstanceError(message, CODE_INVALID_ARGUMENT, record=True, cause=cause)
+
+
+# orjson's position in a line ("... at line 1 column 7", ": line 1 column 7 (char 6)"): the
+# errors file keeps it (with the line's source), errors_stats counts the message without it.
+_JSON_POSITION = re.compile(r":? (?:at )?line \d+ column \d+(?: \(char \d+\))?")
 
 
 def _decoded(line: bytes) -> str:
@@ -180,7 +186,9 @@ class JsonlSource(LineSource):
                 try:
                     values.append(loads(ln))
                 except orjson.JSONDecodeError as err:
-                    failures.append(_failure(_decoded(ln.rstrip(b"\r")), f"Invalid JSON: {err}"))
+                    message = f"Invalid JSON: {err}"
+                    cause = _JSON_POSITION.sub("", message)
+                    failures.append(_failure(_decoded(ln.rstrip(b"\r")), message, cause))
                     failed_at.append(i)
         out = convert_json(values, self.cfg)
         if failed_at or out.failure_index:  # positions among the lines, not the parsed values
@@ -362,7 +370,8 @@ class FileListSource(LineSource):
                 with fs.open_file(uri, "rb") as f:
                     content = f.read()
             except (OSError, ValueError) as err:
-                out.failures.append(_failure(uri, f"Cannot read {uri!r}: {err}"))
+                message = f"Cannot read {uri!r}: {err}"
+                out.failures.append(_failure(uri, message, error_cause(message)))
                 out.failure_index.append(i)
                 continue
             out.instances.append({"b64": base64.b64encode(content).decode("ascii")})
@@ -387,8 +396,12 @@ class TFRecordSource(Source):
         return [Split(uri, weight=fs.file_size(uri)) for uri in self.uris]
 
     def batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
-        """Reads records; a corrupt record ends the file with one failure naming it."""
+        """Reads records; a corrupt record ends the file with one failure naming it.
+
+        Failures are located by the file and the record's 0-based index in it.
+        """
         out = Converted()
+        start = 0  # index in the file of the batch's first record
         with fs.open_file(split.uri, "rb", compression="gzip" if self.gzip else None) as f:
             records = read_records(f, split.uri)
             while True:
@@ -397,15 +410,20 @@ class TFRecordSource(Source):
                 except StopIteration:
                     break
                 except (TFRecordError, OSError, EOFError) as err:
-                    out.failures.append(_failure(split.uri, f"Corrupt TFRecord input: {err}"))
+                    message = f"Corrupt TFRecord input: {err}"
+                    failure = _failure(split.uri, message, error_cause(message))
+                    failure[1].source = _record_at(split.uri, start + len(out.instances))
+                    out.failure_index.append(len(out.instances))
+                    out.failures.append(failure)
                     break
                 instance = {"b64": base64.b64encode(data).decode("ascii")}
                 out.instances.append(instance)
                 out.displays.append(instance)
                 if len(out.instances) >= batch_size:
-                    yield Batch(out, 0)
+                    yield Batch(out, 0, _locator(split.uri, start, "record"))
+                    start += len(out.instances)
                     out = Converted()
-        yield Batch(out, split.weight)
+        yield Batch(out, split.weight, _locator(split.uri, start, "record"))
 
 
 class TFRecordGzipSource(TFRecordSource):
@@ -454,8 +472,28 @@ class ParquetSource(Source):
             if conv is None:
                 conv = TableConverter(pf.schema_arrow.names, self.cfg, source=split.uri)
                 self._converters[split.uri] = conv
+            meta = pf.metadata
+            start = sum(meta.row_group(i).num_rows for i in range(split.start))
             for rb in pf.iter_batches(batch_size=batch_size, row_groups=[split.start]):
-                yield Batch(conv.convert(batch_rows(rb)), rb.num_rows)
+                yield Batch(conv.convert(batch_rows(rb)), rb.num_rows, _locator(split.uri, start))
+                start += rb.num_rows
+
+
+def _record_at(uri: str, index: int) -> dict[str, Any]:
+    return {"uri": uri, "record": index}
+
+
+def _locator(uri: str, start: int, unit: str = "row") -> Callable[[int], dict[str, Any]]:
+    """Locates a batch's records whose first is ``start`` (0-based) in ``uri``.
+
+    ``unit``: ``row`` (a table's row, as ``pyarrow.parquet.read_table(uri).slice(row, 1)`` reads
+    it) or ``record`` (a TFRecord file's record).
+    """
+
+    def locate(index: int) -> dict[str, Any]:
+        return {"uri": uri, unit: start + index}
+
+    return locate
 
 
 def read_all(source: Source, batch_size: int = 1024) -> Converted:
