@@ -261,3 +261,26 @@ def test_permission_errors_name_the_uri(monkeypatch, tmp_path, sklearn_model_dir
         assert "gs://locked/out" in str(info.value)
     finally:
         server.shutdown()
+
+
+def test_tables_on_gcs_are_read_into_arrow_memory(bucket, monkeypatch):
+    """gs:// tables reach pyarrow as an Arrow buffer (fs.arrow_file), Parquet and CSV alike."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from batchpredict.io import results, tables
+
+    table = pa.table({"key": ["a", "b", "c"], "x": [1, 2, 3]})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    gcs_put(f"{bucket}/tables/t.parquet", sink.getvalue())
+    gcs_put(f"{bucket}/tables/t.csv", "key,x\na,1\nb,2\nc,3\n")
+    monkeypatch.setattr(fs, "ARROW_COPY_CHUNK_BYTES", 7)  # copied in many pieces
+    with fs.arrow_file(f"{bucket}/tables/t.parquet") as f:
+        assert isinstance(f, pa.BufferReader)
+    assert tables.read_table(f"{bucket}/tables/t.parquet").equals(table)
+    assert results.read_table_file(f"{bucket}/tables/t.csv").equals(table)
+    assert tables.read_table(f"{bucket}/tables").equals(table)  # the directory's Parquet file
+    assert pacsv.read_csv(fs.arrow_file(f"{bucket}/tables/t.csv")).num_rows == 3

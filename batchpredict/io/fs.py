@@ -30,6 +30,8 @@ GCS_PORT = 443
 CONNECT_TIMEOUT_SECONDS = 5.0
 # Client libraries that log each retry with a traceback; their warnings still show.
 QUIET_LOGGERS = ("gcsfs", "google.auth", "google.cloud", "urllib3", "aiohttp")
+# A remote file handed to pyarrow is copied into Arrow's memory in pieces of this size.
+ARROW_COPY_CHUNK_BYTES = 8 << 20
 
 _gcs_checked = False
 
@@ -242,6 +244,30 @@ def open_file(uri: str, mode: str = "rb", **kwargs: Any):
     """Opens ``uri`` for reading or writing through fsspec."""
     fs, path = filesystem(uri)
     return fs.open(path, mode, **kwargs)
+
+
+def arrow_file(uri: str) -> Any:
+    """``uri`` opened for pyarrow's table readers as a native Arrow file, never a Python one.
+
+    pyarrow reads a Python file object through buffers that hold Python ``bytes``, and its
+    Parquet reader tears a finished scan down on a thread-pool thread after ``read_table`` has
+    returned. A buffer released there takes the GIL; if the interpreter is exiting by then,
+    Python ends that native thread inside a C++ destructor and the process aborts with
+    "terminate called without an active exception" (SIGABRT, exit 134) after the step has
+    written its outputs (apache/arrow#34314). So a local file is opened by Arrow itself and a
+    remote one (``gs://``) is copied into Arrow-allocated memory: nothing Arrow keeps refers to a
+    Python object. Use it as a context manager.
+    """
+    import pyarrow as pa
+
+    filesystem_, path = filesystem(uri)
+    if not _is_remote(filesystem_):
+        return pa.OSFile(path, "rb")
+    sink = pa.BufferOutputStream()
+    with filesystem_.open(path, "rb") as f:
+        while chunk := f.read(ARROW_COPY_CHUNK_BYTES):
+            sink.write(chunk)
+    return pa.BufferReader(sink.getvalue())
 
 
 def file_size(uri: str) -> int:

@@ -193,7 +193,7 @@ def read_table_file(uri: str) -> Any:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    with fs.open_file(uri, "rb") as f:
+    with fs.arrow_file(uri) as f:  # not a Python file object: see arrow_file
         return pq.read_table(f) if uri.endswith(".parquet") else pacsv.read_csv(f)
 
 

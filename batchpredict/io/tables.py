@@ -56,13 +56,13 @@ def read_table(path: str) -> pa.Table:
                 f"No .parquet or .csv file in directory {path!r}; give a table file or a "
                 "directory that holds some."
             )
-        tables = [_read_file(filesystem, p) for p in chosen]
+        tables = [_read_file(fs.full_uri(filesystem, p)) for p in chosen]
         return pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    return _read_file(filesystem, fs_path)
+    return _read_file(fs.full_uri(filesystem, fs_path))
 
 
-def _read_file(filesystem, path: str) -> pa.Table:
-    with filesystem.open(path, "rb") as f:
+def _read_file(uri: str) -> pa.Table:
+    with fs.arrow_file(uri) as f:  # not a Python file object: see fs.arrow_file
         head = f.read(4)
         f.seek(0)
         if head == PARQUET_MAGIC:
