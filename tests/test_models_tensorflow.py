@@ -101,6 +101,33 @@ def test_float32_written_as_tf_serving_writes_them():
     assert written == REFERENCE_PREDICTION
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_float_batches_match_per_value_9_digit_formatting(dtype):
+    """The batch formatting gives what '%.9g' per value gives: any magnitude, nan, inf, -0, nd."""
+    rng = np.random.default_rng(1)
+    for scale in (1e-30, 1e-6, 1.0, 1e6, 1e30):
+        with np.errstate(over="ignore"):
+            array = (rng.standard_normal((50, 7)) * scale).astype(dtype)
+        array[0, 0], array[1, 1], array[2, 2], array[3, 3], array[4, 4] = (
+            np.nan,
+            np.inf,
+            -np.inf,
+            0.0,
+            -0.0,
+        )
+        expected = [[float(f"{v:.9g}") for v in row] for row in array.astype(np.float64).tolist()]
+        assert json.dumps(_json_rows("out", array)) == json.dumps(expected)
+    cube = rng.standard_normal((3, 2, 4)).astype(dtype)
+    expected = [[[float(f"{v:.9g}") for v in r] for r in m] for m in cube.astype(float).tolist()]
+    assert json.dumps(_json_rows("out", cube)) == json.dumps(expected)
+    assert _json_rows("out", np.zeros((0, 3), dtype)) == []
+    assert _json_rows("out", np.zeros((2, 0), dtype)) == [[], []]
+    assert _json_rows("out", np.array([1.5, 0.1], dtype)) == [
+        1.5,
+        float(f"{float(dtype(0.1)):.9g}"),
+    ]
+
+
 def test_multi_input_objects_b64_and_several_outputs(tmp_path, multi_model_dir):
     out = run(
         tmp_path,
@@ -275,3 +302,71 @@ def test_the_whole_batch_goes_to_one_signature_call(jpeg_model_dir, jpegs):
     predictions = handler.predict(instances, {})
     assert len(predictions) == 10
     assert sizes == [10]
+
+
+KERAS_FREE_SCRIPT = """
+import json, sys
+import numpy as np
+from batchpredict.models import load_handler, resolve_model
+model_dir, fail_first, *b64s = sys.argv[1:]
+calls = []
+if fail_first == "1":  # a SavedModel that (like one needing Keras's classes) fails without Keras
+    from batchpredict.models import tensorflow as handler_module
+    real_import = handler_module._import_tensorflow
+    def import_tensorflow():
+        tf = real_import()  # the handler's own first import, as in a worker
+        if not calls:
+            real_load = tf.saved_model.load
+            def load(path):
+                calls.append("keras.src.optimizers" in sys.modules)
+                if not calls[-1]:
+                    raise ValueError("needs Keras")
+                return real_load(path)
+            tf.saved_model.load = load
+        return tf
+    handler_module._import_tensorflow = import_tensorflow
+handler = load_handler(resolve_model(model_dir))
+predictions = handler.predict([{"b64": b} for b in b64s], {})
+print(json.dumps({
+    "keras": "keras" in sys.modules, "sklearn": "sklearn" in sys.modules,
+    "blocked_left": "keras.src.optimizers" in sys.modules
+        and sys.modules["keras.src.optimizers"] is None,
+    "load_calls": calls,
+    "predictions": predictions,
+}))
+"""
+
+
+def _keras_free_run(jpeg_model_dir: str, jpegs: list[bytes], fail_first: bool) -> dict:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", KERAS_FREE_SCRIPT, jpeg_model_dir, "1" if fail_first else "0"]
+        + [_b64(j)["b64"] for j in jpegs],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_fresh_process_serves_the_signature_without_importing_keras(jpeg_model_dir, jpegs):
+    """Keras (and scikit-learn with it) is not imported; the predictions are the same."""
+    from batchpredict.models import load_handler, resolve_model
+
+    report = _keras_free_run(jpeg_model_dir, jpegs, fail_first=False)
+    assert report["keras"] is False and report["sklearn"] is False
+    assert report["blocked_left"] is False  # a later `import keras` works as usual
+    here = load_handler(resolve_model(jpeg_model_dir)).predict([_b64(j) for j in jpegs], {})
+    assert report["predictions"] == here
+
+
+def test_a_model_that_fails_to_load_without_keras_is_loaded_after_importing_it(
+    jpeg_model_dir, jpegs
+):
+    report = _keras_free_run(jpeg_model_dir, jpegs, fail_first=True)
+    assert report["load_calls"] == [False, True]
+    assert report["keras"] is True
+    assert len(report["predictions"]) == len(jpegs)

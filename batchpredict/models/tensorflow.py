@@ -35,6 +35,12 @@ FLOAT32_FORMAT = "%.9g"
 B64_KEY = "b64"
 BYTES_OUTPUT_SUFFIX = "_bytes"
 INSTALL_HINT = "pip install 'batchpredict[tf]' (installs tensorflow-cpu)"
+# ``import tensorflow`` ends by importing Keras's optimizers (and with them Keras, scikit-learn and
+# SciPy: about a quarter of the import's CPU time) only so that Keras objects can be revived from a
+# SavedModel. Serving a signature needs none of it (TF Serving has no Keras), so a process that
+# has not imported TensorFlow yet imports it without them; if a model then fails to load, Keras is
+# imported and the load retried. TensorFlow's own import treats these modules as optional.
+KERAS_EAGER_IMPORTS = ("keras.src.optimizers", "tf_keras.src.optimizers")
 
 
 class BadInstance(ValueError):
@@ -83,7 +89,12 @@ class TensorFlowHandler(ModelHandler):
                 tf.config.threading.set_inter_op_parallelism_threads(self.threads)
             except RuntimeError:  # the runtime was already started in this process
                 pass
-        self.model = tf.saved_model.load(self.ref.local_dir)
+        try:
+            self.model = tf.saved_model.load(self.ref.local_dir)
+        except Exception:
+            if not _import_keras():
+                raise
+            self.model = tf.saved_model.load(self.ref.local_dir)
         if not list(self.model.signatures.keys()):
             raise UserError(
                 f"The SavedModel at {self.ref.source_uri!r} has no signatures; export it with "
@@ -144,13 +155,39 @@ class TensorFlowHandler(ModelHandler):
 
 
 def _import_tensorflow() -> Any:
+    """TensorFlow; the first import in a process skips Keras (KERAS_EAGER_IMPORTS)."""
+    blocked = []
+    if "tensorflow" not in sys.modules:
+        blocked = [name for name in KERAS_EAGER_IMPORTS if name not in sys.modules]
+        for name in blocked:
+            sys.modules[name] = None  # type: ignore[assignment]  # import raises ImportError
     try:
         import tensorflow as tf
     except ImportError as err:
         raise UserError(
             f"A TensorFlow SavedModel needs TensorFlow, which is not installed: {INSTALL_HINT}."
         ) from err
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
     return tf
+
+
+def _import_keras() -> bool:
+    """Imports what ``import tensorflow`` was kept from importing; False if nothing was kept."""
+    import importlib
+
+    imported = False
+    for name in KERAS_EAGER_IMPORTS:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+            imported = True
+        except ImportError:
+            pass
+    return imported
 
 
 def _is_b64(value: Any) -> bool:
@@ -232,13 +269,12 @@ def _json_rows(name: str, array: Any) -> list[Any]:
         raise RuntimeError(f"Output {name!r} is a scalar; a batch signature returns one row each.")
     if array.dtype == np.float32 or array.dtype == np.float16:
         # '%.9g' text parsed back to a Python float: the JSON writer's shortest repr of that
-        # float is exactly the 9-digit text (0.0407731421), as TF Serving writes float32.
-        finite = np.isfinite(array)
-        text = np.char.mod(FLOAT32_FORMAT, np.where(finite, array, 0).astype(np.float64))
-        values = text.astype(np.float64)
-        if not finite.all():
-            values = np.where(finite, values, array.astype(np.float64))
-        return values.tolist()
+        # float is exactly the 9-digit text (0.0407731421), as TF Serving writes float32. The
+        # batch is formatted with one '%' and parsed with one NumPy conversion (nan and inf
+        # included), 3x faster than NumPy's per-element np.char.mod.
+        flat = array.ravel().tolist()
+        text = ((FLOAT32_FORMAT + " ") * len(flat)) % tuple(flat)
+        return np.array(text.split(), dtype=np.float64).reshape(array.shape).tolist()
     if array.dtype == object:  # tf.string
         as_b64 = name.endswith(BYTES_OUTPUT_SUFFIX)
         return _strings(array, as_b64).tolist()
