@@ -24,6 +24,14 @@ from components.evaluate import EvaluateOp
 from components.model_batch_predict import ModelBatchPredictOp
 from components.train_image_classifier import TrainImageClassifierOp
 
+# pipelines.run lists this pipeline apart and refuses to run it under kfp.local with this text.
+VERTEX_ONLY = (
+    "its training step is a Vertex AI CustomJob and its model is registered with ModelUploadOp, "
+    "which kfp.local cannot run. Run the same steps locally with `python -m pipelines.run "
+    "custom_model_training`; submit this one to Vertex AI as its compiled "
+    "pipelines/custom_model_training_vertex.yaml with aiplatform.PipelineJob (README: Google's "
+    "TensorFlow tutorial, locally)."
+)
 PIPELINE_NAME = "custom-model-training-batch-prediction-vertex"
 TF_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-13:latest"
 MODEL_DISPLAY_NAME = "custom-model-training-cnn"

@@ -13,12 +13,14 @@ before it, so their cache keys match.
 
 A pipeline module may define ``local_arguments(workdir) -> dict``: the default arguments of a local
 run, under ``--param`` (``vertex_custom_model`` writes a small model and instances there and runs
-its local form).
+its local form). A module that runs on Vertex AI only sets ``VERTEX_ONLY = "<why, and what to run
+instead>"``: it is listed apart and refused with that text (``custom_model_training_vertex``).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import io
@@ -66,7 +68,7 @@ class PipelineFailed(Exception):
         self.log_path = log_path
 
 
-def available_pipelines() -> list[str]:
+def _pipeline_modules() -> list[str]:
     """The pipeline modules in pipelines/ (helpers, named ``_*``, and the runner excluded)."""
     return sorted(
         p.stem
@@ -75,10 +77,40 @@ def available_pipelines() -> list[str]:
     )
 
 
+def _vertex_only_reason(name: str) -> str:
+    """The module's ``VERTEX_ONLY`` text ("" when it runs locally), read without importing it."""
+    tree = ast.parse((ROOT / "pipelines" / f"{name}.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "VERTEX_ONLY" for t in node.targets)
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+        ):
+            return node.value.value
+    return ""
+
+
+def available_pipelines() -> list[str]:
+    """The pipelines this runner runs locally (Vertex-only ones excluded)."""
+    return [name for name in _pipeline_modules() if not _vertex_only_reason(name)]
+
+
+def vertex_only_pipelines() -> dict[str, str]:
+    """The pipelines that run on Vertex AI only: name -> why, and what to run instead."""
+    reasons = {name: _vertex_only_reason(name) for name in _pipeline_modules()}
+    return {name: why for name, why in reasons.items() if why}
+
+
 def load_pipeline(name: str):
     """The ``@dsl.pipeline`` defined in ``pipelines/<name>.py``."""
     from kfp.dsl.graph_component import GraphComponent
 
+    vertex_only = vertex_only_pipelines()
+    if name in vertex_only:
+        raise SystemExit(
+            f"Pipeline {name!r} runs on Vertex AI only, not locally: {vertex_only[name]}"
+        )
     if name not in available_pipelines():
         raise SystemExit(f"No pipeline {name!r}; available: {', '.join(available_pipelines())}.")
     module = importlib.import_module(f"pipelines.{name}")
@@ -370,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "pipeline",
         metavar="PIPELINE",
-        help=f"module name in pipelines/: {', '.join(available_pipelines())}",
+        help=f"module name in pipelines/: {', '.join(available_pipelines())} (on Vertex AI only, "
+        f"not run here: {', '.join(vertex_only_pipelines())})",
     )
     parser.add_argument("--cache", action="store_true", help="enable kfp.local caching")
     parser.add_argument("--runner", choices=RUNNERS, default="subprocess")

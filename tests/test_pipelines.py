@@ -186,7 +186,6 @@ def test_helpers_are_not_listed_as_pipelines(capsys):
 
     assert available_pipelines() == [
         "custom_model_training",
-        "custom_model_training_vertex",
         "tabular_classification",
         "tabular_regression",
         "vertex_custom_model",
@@ -196,5 +195,24 @@ def test_helpers_are_not_listed_as_pipelines(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "tabular_classification, tabular_regression, vertex_custom_model" in shown
-    assert "custom_model_training, custom_model_training_vertex" in shown
+    assert (
+        "custom_model_training, tabular_classification, tabular_regression, vertex_custom_model"
+        in (shown)
+    )
+    assert "(on Vertex AI only, not run here: custom_model_training_vertex)" in shown
+
+
+def test_a_vertex_only_pipeline_is_listed_apart_and_refused_before_anything_runs(tmp_path):
+    """custom_model_training_vertex trains as a Vertex CustomJob: the runner says so, runs no step."""
+    from pipelines.run import vertex_only_pipelines
+
+    assert list(vertex_only_pipelines()) == ["custom_model_training_vertex"]
+    root = tmp_path / "root"
+    with pytest.raises(SystemExit) as refused:
+        main(["custom_model_training_vertex", "--pipeline-root", str(root)])
+    message = str(refused.value)
+    assert message.startswith("Pipeline 'custom_model_training_vertex' runs on Vertex AI only")
+    assert "Vertex AI CustomJob" in message and "ModelUploadOp" in message
+    assert "python -m pipelines.run custom_model_training`" in message
+    assert "aiplatform.PipelineJob" in message
+    assert not root.exists()
