@@ -203,7 +203,7 @@ def test_helpers_are_not_listed_as_pipelines(capsys):
 
 
 def test_a_vertex_only_pipeline_is_listed_apart_and_refused_before_anything_runs(tmp_path):
-    """custom_model_training_vertex trains as a Vertex CustomJob: the runner says so, runs no step."""
+    """custom_model_training_vertex trains as a Vertex CustomJob: refused, and no step runs."""
     from pipelines.run import vertex_only_pipelines
 
     assert list(vertex_only_pipelines()) == ["custom_model_training_vertex"]
