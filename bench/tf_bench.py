@@ -17,8 +17,9 @@ interpreter, each timed from its first line (TensorFlow's import and the model l
 Each run reports wall seconds, CPU seconds (the process and its workers) and peak memory of its
 process tree sampled every 50 ms, both as summed RSS and as summed PSS (``/proc/PID/smaps_rollup``:
 pages shared between processes, such as TensorFlow's libraries mapped by every worker, counted
-once in all), plus the process count and the largest single process. The loop's and the engine's
-output lines are compared: the same instances, and the same predictions up to float32 rounding.
+once in all), plus the process count, the largest single process and the main process. The
+loop's and the engine's output lines are compared: the same instances, and the same predictions up
+to float32 rounding.
 Then the engine runs on ``--memory-rows`` instances to show that memory stays flat. Ratios, not
 absolute times, are the result: the machine is shared and noisy.
 
@@ -139,7 +140,7 @@ class TreeMemory:
         import psutil
 
         self.proc = psutil.Process(pid)
-        self.peak = {"rss": 0, "pss": 0, "processes": 0, "largest_process_rss": 0}
+        self.peak = {"rss": 0, "pss": 0, "processes": 0, "largest_process_rss": 0, "root_rss": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -150,12 +151,14 @@ class TreeMemory:
         while not self._stop.is_set():
             with contextlib.suppress(psutil.Error):
                 procs = [self.proc, *self.proc.children(recursive=True)]
-                rss = pss = largest = 0
+                rss = pss = largest = root = 0
                 for p in procs:
                     with contextlib.suppress(OSError):
                         r, q = _rollup(p.pid)
                         rss, pss, largest = rss + r, pss + q, max(largest, r)
+                        root = r if p is self.proc else root
                 peak = self.peak
+                peak["root_rss"] = max(peak["root_rss"], root)
                 peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
                 peak["processes"] = max(peak["processes"], len(procs))
                 peak["largest_process_rss"] = max(peak["largest_process_rss"], largest)
@@ -194,6 +197,7 @@ def timed_child(code: str, *args: str) -> dict:
         peak_pss_mib=peak["pss"] / 2**20,
         processes=peak["processes"],
         largest_process_rss_mib=peak["largest_process_rss"] / 2**20,
+        main_process_rss_mib=peak["root_rss"] / 2**20,
     )
     return result
 
@@ -261,7 +265,7 @@ def _line(name: str, r: dict) -> str:
         f"{name:10s} {r['rows_per_second']:>7,.0f} rows/s {r['seconds']:7.2f} s  "
         f"CPU {r['cpu_seconds']:6.2f} s  peak RSS {r['peak_rss_mib']:5.0f} MiB, "
         f"PSS {r['peak_pss_mib']:5.0f} MiB ({r['processes']} process(es), largest "
-        f"{r['largest_process_rss_mib']:.0f} MiB)"
+        f"{r['largest_process_rss_mib']:.0f} MiB, main {r['main_process_rss_mib']:.0f} MiB)"
     )
 
 
