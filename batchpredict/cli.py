@@ -19,6 +19,7 @@ from typing import Any
 
 from batchpredict.errors import BatchPredictError, environment_error
 from batchpredict.spec import (
+    CONTAINER_RESOURCE_FIELDS,
     FIELD_CHOICES,
     VERTEX_BACKEND_FIELDS,
     VERTEX_ONLY_FIELDS,
@@ -63,7 +64,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def _help(name: str, docs: dict[str, str], default: Any) -> str:
     text = docs.get(name, "")
-    if name in VERTEX_ONLY_FIELDS:
+    if name in CONTAINER_RESOURCE_FIELDS:
+        text = f"[Vertex; locally only serving containers use it] {text}"
+    elif name in VERTEX_ONLY_FIELDS:
         text = f"[Vertex only; recorded locally] {text}"
     elif name in VERTEX_BACKEND_FIELDS:
         text = f"[vertex backend] {text}"

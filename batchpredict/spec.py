@@ -49,6 +49,9 @@ VERTEX_ONLY_FIELDS = (
     "encryption_spec_key_name",
     "labels",
 )
+# Vertex-only inputs a local serving container does use: AIP_MACHINE_TYPE, AIP_ACCELERATOR_TYPE,
+# GPUs from Docker.
+CONTAINER_RESOURCE_FIELDS = ("machine_type", "accelerator_type", "accelerator_count")
 # Inputs used only by the vertex backend (besides VERTEX_ONLY_FIELDS), marked so in the CLI.
 VERTEX_BACKEND_FIELDS = (
     "generate_explanation",
@@ -106,9 +109,12 @@ class BatchPredictionJobSpec:
             created (local path, gs:// or /gcs/).
         bigquery_destination_output_uri: bq://project (a new dataset), bq://project.dataset (new
             tables) or bq://project.dataset.table (a new table).
-        machine_type: the machine type of Vertex's prediction workers.
-        accelerator_type: the accelerator of Vertex's prediction workers.
-        accelerator_count: accelerators per Vertex worker.
+        machine_type: the machine type of Vertex's prediction workers; a local serving
+            container sees it as AIP_MACHINE_TYPE.
+        accelerator_type: the accelerator of Vertex's prediction workers; a local serving
+            container sees it as AIP_ACCELERATOR_TYPE.
+        accelerator_count: accelerators per Vertex worker; a local serving container gets that
+            many GPUs from Docker (NVIDIA runtime needed).
         starting_replica_count: Vertex workers at the start.
         max_replica_count: Vertex workers at most.
         service_account: the service account the Vertex job runs as.

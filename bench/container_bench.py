@@ -12,18 +12,24 @@ wall time including container start and model load, same image, same batch size 
 - in-process: the same model and job with ``serving_mode="in_process"`` (default batch size and
             workers): the container path's overhead.
 
-The three outputs must agree (same predictions for the same instances). Ratios, not absolute
-times, are the result: the machine is shared and noisy. Needs Docker and the component image
+The three outputs must agree (same predictions for the same instances). Then, on one CPR container
+(``batchpredict.backends.serving.serve``), ``--probe-requests`` sequential requests of 64 instances
+each way the client can connect: a new connection per request, one kept-alive connection as
+``http.client`` sends by default (headers and body in two writes: Nagle + delayed ACK), and one
+kept-alive connection with TCP_NODELAY (the engine's). Ratios, not absolute times, are the result:
+the machine is shared and noisy. Needs Docker and the component image
 (``make image`` with ``BASE_IMAGE=local`` where no registry is reachable).
 
-Usage: python bench/container_bench.py [--rows 100000] [--out bench/out]
+Usage: python bench/container_bench.py [--rows 100000] [--probe-requests 200] [--out bench/out]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -129,6 +135,51 @@ def _predict(endpoint, batch: list, w) -> None:
         w.write(json.dumps({"instance": instance, "prediction": prediction}) + "\n")
 
 
+def probe_connections(image: str, model_dir: str, requests: int) -> dict[str, float]:
+    """Milliseconds per sequential request of 64 instances, per way of connecting."""
+    from batchpredict.backends.serving import serve
+    from tests.serving.cpr_image import CONTAINER_SPEC
+
+    rng = np.random.default_rng(1)
+    body = json.dumps({"instances": rng.uniform(1, 7, size=(SDK_BATCH, 4)).round(2).tolist()})
+    headers = {"Content-Type": "application/json"}
+    metadata = {"containerSpec": {"imageUri": image, **CONTAINER_SPEC}}
+    results = {}
+    with serve(image, model_dir, metadata, job_name="container-bench-probe", in_flight=1) as ep:
+
+        def post(conn: http.client.HTTPConnection) -> None:
+            conn.request("POST", ep.predict_route, body=body, headers=headers)
+            resp = conn.getresponse()
+            assert resp.status == 200, resp.read()
+            resp.read()
+
+        def timed(label: str, run) -> None:
+            start = time.perf_counter()
+            run()
+            results[label] = (time.perf_counter() - start) / requests * 1000
+
+        def new_each() -> None:
+            for _ in range(requests):
+                conn = http.client.HTTPConnection(ep.host, ep.port, timeout=60)
+                post(conn)
+                conn.close()
+
+        def kept(nodelay: bool) -> None:
+            conn = http.client.HTTPConnection(ep.host, ep.port, timeout=60)
+            conn.connect()
+            if nodelay:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for _ in range(requests):
+                post(conn)
+            conn.close()
+
+        post(http.client.HTTPConnection(ep.host, ep.port, timeout=60))  # warm up
+        timed("new connection per request", new_each)
+        timed("one kept-alive connection (http.client default)", lambda: kept(False))
+        timed("one kept-alive connection, TCP_NODELAY (the engine)", lambda: kept(True))
+    return results
+
+
 def read_lines(directory: str) -> list[str]:
     lines: list[str] = []
     for name in sorted(os.listdir(directory)):
@@ -141,6 +192,7 @@ def read_lines(directory: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--probe-requests", type=int, default=200)
     parser.add_argument("--out", default=None, help="work directory (default: a temp dir)")
     args = parser.parse_args()
     from tests.serving.cpr_image import CONTAINER_SPEC, build_cpr_image
@@ -192,6 +244,14 @@ def main() -> None:
         f"container path vs in-process: {engine_s / local_s:.1f}x the wall time, "
         f"{engine_predict_s / local_predict_s:.1f}x the predict time"
     )
+    probe = probe_connections(image, model_dir, args.probe_requests)
+    print(
+        f"\n{args.probe_requests} sequential requests of {SDK_BATCH} instances, one CPR container:"
+    )
+    print("| client connection | ms per request |")
+    print("|---|---|")
+    for label, ms in probe.items():
+        print(f"| {label} | {ms:.1f} |")
 
 
 if __name__ == "__main__":

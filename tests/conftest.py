@@ -12,6 +12,18 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory):
+    """Serving-container records of this test run, not the user's (~/.cache) or another run's.
+
+    Every local job removes the containers of recorded jobs that were killed; a shared directory
+    would let one test run remove another's orphan before that run's test looks for it.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BATCHPREDICT_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def iris():
     from sklearn.datasets import load_iris

@@ -83,7 +83,12 @@ def test_example_command_runs_end_to_end(tmp_path):
 def test_predict_help_explains_every_flag_with_default_and_choices():
     import dataclasses
 
-    from batchpredict.spec import VERTEX_ONLY_FIELDS, BatchPredictionJobSpec, field_docs
+    from batchpredict.spec import (
+        CONTAINER_RESOURCE_FIELDS,
+        VERTEX_ONLY_FIELDS,
+        BatchPredictionJobSpec,
+        field_docs,
+    )
 
     proc = run_cli("predict", "--help")
     assert proc.returncode == 0
@@ -99,7 +104,12 @@ def test_predict_help_explains_every_flag_with_default_and_choices():
     for name in VERTEX_ONLY_FIELDS:
         flag = "--" + name.replace("_", "-")
         after = text[text.rindex(flag + " ") :]
-        assert "[Vertex only; recorded locally]" in after[:120], name
+        label = (
+            "[Vertex; locally only serving containers use it]"
+            if name in CONTAINER_RESOURCE_FIELDS
+            else "[Vertex only; recorded locally]"
+        )
+        assert label in after[:120], name
     assert "examples:" in proc.stdout and "--instance-type array --included-fields" in text
     assert "--gcs_source_uris" not in proc.stdout  # the underscore spelling works, unlisted
 

@@ -57,16 +57,9 @@ def test_cpr_container_output_is_byte_identical_to_in_process(
         sklearn_model_dir,
         serving_mode="container",
         container_image_uri=cpr_image,
-        # One uvicorn worker: with several, uvicorn's supervisor kills a worker that does not
-        # answer its 5 s health ping while it imports aiplatform and sklearn, and on a loaded
-        # machine they never come up (a user hits this too; the variable is the CPR knob).
-        model_metadata={
-            "containerSpec": {
-                "imageUri": cpr_image,
-                **CONTAINER_SPEC,
-                "env": [{"name": "VERTEX_CPR_WEB_CONCURRENCY", "value": "1"}],
-            }
-        },
+        # No VERTEX_CPR_WEB_CONCURRENCY: the backend's default of one uvicorn worker keeps
+        # uvicorn's supervisor from killing workers still importing on a loaded machine.
+        model_metadata={"containerSpec": {"imageUri": cpr_image, **CONTAINER_SPEC}},
     )
     assert served.stats["model_framework"] == "container"
     assert local.completion_stats == served.completion_stats

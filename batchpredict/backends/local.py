@@ -10,7 +10,12 @@ import sys
 import time
 from typing import Any
 
-from batchpredict.backends.serving import DEFAULT_CONTAINER_BATCH_SIZE, default_in_flight, serve
+from batchpredict.backends.serving import (
+    DEFAULT_CONTAINER_BATCH_SIZE,
+    default_in_flight,
+    serve,
+    sweep_recorded,
+)
 from batchpredict.engine import JobPlan, run_job, sigterm_stops_job
 from batchpredict.errors import InternalError, environment_error
 from batchpredict.instances import InstanceConfig
@@ -23,7 +28,7 @@ from batchpredict.result import (
     JobResult,
     check_failures,
 )
-from batchpredict.spec import BatchPredictionJobSpec
+from batchpredict.spec import CONTAINER_RESOURCE_FIELDS, BatchPredictionJobSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +97,7 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
         InternalError: a worker died.
     """
     started = time.time()
-    ignored = spec.vertex_only_settings()
-    if ignored:
-        log.warning("Recorded but not used by the local backend (Vertex only): %s", ignored)
+    sweep_recorded()  # containers of killed container jobs; a directory listing when none
     source = build_source(spec)
     model = resolve_model(
         spec.model_uri,
@@ -104,6 +107,11 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
         serving_mode=spec.serving_mode,
     )
     in_container = model.framework == CONTAINER
+    ignored = spec.vertex_only_settings()
+    # A serving container gets the machine as AIP_MACHINE_TYPE / AIP_ACCELERATOR_TYPE and GPUs.
+    used = {k: ignored.pop(k) for k in CONTAINER_RESOURCE_FIELDS if in_container and k in ignored}
+    if ignored:
+        log.warning("Recorded but not used by the local backend (Vertex only): %s", ignored)
     splits = source.splits()
     destination = build_destination(spec, started)
     destination.use_source(source)
@@ -119,7 +127,8 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
         parameters=dict(spec.model_parameters),
         splits=splits,
         workers=max(1, min(workers, len(splits))),
-        predict_timeout=spec.predict_timeout_seconds,
+        # A serving container's requests carry the deadline themselves (with Vertex's retries).
+        predict_timeout=0 if in_container else spec.predict_timeout_seconds,
     )
     try:
         with contextlib.ExitStack() as stack:
@@ -135,6 +144,8 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
                         machine_type=spec.machine_type,
                         accelerator_type=spec.accelerator_type,
                         accelerator_count=spec.accelerator_count,
+                        project=spec.project,
+                        request_timeout_s=spec.predict_timeout_seconds or None,
                     )
                 )
                 plan.model = dataclasses.replace(model, endpoint=endpoint)
@@ -170,6 +181,7 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
     if in_container:
         stats["serving_image"] = model.image_uri
         stats["requests_in_flight"] = spec.requests_in_flight or default_in_flight()
+        stats["serving_resources"] = used
     try:
         destination.commit(
             dict(counts.errors),

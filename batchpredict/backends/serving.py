@@ -2,10 +2,13 @@
 
 Steps (``serve``):
 1. Remove containers that jobs killed on this machine left behind (their owner process is dead).
-2. Start the image with its ``containerSpec`` (command, args, env, ports, predict and health
-   routes), the ``AIP_*`` variables of the contract, the model directory mounted read-only as
-   ``AIP_STORAGE_URI``, GPUs when ``accelerator_count`` > 0, and a free host port on 127.0.0.1
-   chosen by Docker.
+   Every local job, in-process ones included, also removes those recorded in this user's state
+   directory (``sweep_recorded``): a listing of a directory that is usually empty, so jobs on
+   machines without Docker never pay for it.
+2. Record the container's name there, then start the image with its ``containerSpec`` (command,
+   args, env, ports, predict and health routes), the ``AIP_*`` variables of the contract, the
+   model directory mounted read-only as ``AIP_STORAGE_URI``, GPUs when ``accelerator_count`` > 0,
+   and a free host port on 127.0.0.1 chosen by Docker.
 3. Wait until the health route answers 200 (a deadline; a container that exits or never becomes
    healthy is an error quoting the tail of its log).
 4. Hand the job an ``Endpoint``; every worker of the job posts to this one container.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -59,6 +63,19 @@ LOG_TAIL_LINES = 30
 # Labels on every container we start: the job, and the owner process (for the sweep).
 LABEL_JOB = "batchpredict.job"
 LABEL_OWNER = "batchpredict.owner"
+# Where each running job records its container (one file per container, removed with it).
+STATE_DIR_ENV = "BATCHPREDICT_STATE_DIR"
+# Custom Prediction Routine images: uvicorn worker processes. CPR's default is one per core (at
+# least 2); uvicorn's supervisor then kills a worker that does not answer its 5 s ping, which a
+# worker importing aiplatform and the framework on a loaded machine misses, again and again, so
+# the container never becomes healthy. One worker runs no supervisor. The user's containerSpec.env
+# wins when it sets any of CPR_WORKER_VARIABLES.
+CPR_WORKER_VARIABLES = (
+    "VERTEX_CPR_WEB_CONCURRENCY",
+    "VERTEX_CPR_WORKERS_PER_CORE",
+    "VERTEX_CPR_MAX_WORKERS",
+)
+DEFAULT_CPR_WEB_CONCURRENCY = "1"
 
 
 def default_in_flight() -> int:
@@ -157,6 +174,91 @@ def sweep_orphans(client: Any) -> list[str]:
     return removed
 
 
+def state_dir() -> str:
+    """Where running jobs record their containers: BATCHPREDICT_STATE_DIR, else the user's cache."""
+    explicit = os.environ.get(STATE_DIR_ENV)
+    if explicit:
+        return explicit
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "batchpredict", "serving-containers")
+
+
+def _record(name: str) -> str | None:
+    """Records a container about to start; returns the record's path (None if it cannot)."""
+    path = os.path.join(state_dir(), name)
+    record = {
+        "owner": owner_label(),
+        "host": socket.gethostname(),
+        "docker_host": os.environ.get("DOCKER_HOST", ""),
+    }
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(record, f)
+    except OSError as err:  # a read-only home: the label sweep of the next container job remains
+        log.debug("Cannot record the serving container in %s: %s", path, err)
+        return None
+    return path
+
+
+def _recorded_owner_is_dead(record: dict[str, Any]) -> bool:
+    owner = str(record.get("owner", ""))
+    if _owner_is_dead(owner):
+        return True
+    # Recorded on this machine before a reboot: its process is gone with that boot.
+    boot = owner.split("|")[0]
+    return record.get("host") == socket.gethostname() and boot != owner_label().split("|")[0]
+
+
+def sweep_recorded() -> list[str]:
+    """Removes the containers recorded by jobs of this user that were killed (kill -9).
+
+    Runs at the start of every local job. Without records (no container job was killed here)
+    it lists one directory and returns: no Docker import, no engine call. Records for another
+    engine (DOCKER_HOST) or of live jobs are left; a record whose container is gone is dropped.
+    Never raises: a failure is logged and the record kept for the next run.
+    """
+    directory = state_dir()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    orphans = []
+    for name in names:
+        path = os.path.join(directory, name)
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        if record.get("docker_host", "") != os.environ.get("DOCKER_HOST", ""):
+            continue
+        if _recorded_owner_is_dead(record):
+            orphans.append((name, path))
+    if not orphans:
+        return []
+    removed = []
+    try:
+        import docker
+
+        client = docker_client()
+        for name, path in orphans:
+            try:
+                client.containers.get(name).remove(force=True)
+                removed.append(name)
+            except docker.errors.NotFound:
+                pass
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    except Exception as err:  # noqa: BLE001 - never breaks the job that sweeps
+        log.info("Could not remove serving containers left by killed jobs (%s): %s", orphans, err)
+    if removed:
+        log.info("Removed serving containers left by killed jobs: %s", removed)
+    return removed
+
+
 # ---- containerSpec ---------------------------------------------------------------------------
 
 
@@ -192,10 +294,36 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _REFERENCE.sub(sub, str(value))
 
 
+def project_number(project: str) -> str:
+    """AIP_PROJECT_NUMBER: the job's project when it is a number, else its ID, else "".
+
+    Vertex sets the project *number*. Locally only the ID may be known (finding the number is a
+    Resource Manager call, with credentials): the ID is set then, since the Google Cloud clients
+    and resource names a server builds from the variable take either. Project IDs never consist
+    of digits only, so a number is never mistaken for an ID.
+    """
+    return (project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")).strip()
+
+
 def contract_environment(
-    spec: dict[str, Any], port: int, machine_type: str = "", accelerator_type: str = ""
+    spec: dict[str, Any],
+    port: int,
+    machine_type: str = "",
+    accelerator_type: str = "",
+    project: str = "",
 ) -> dict[str, str]:
-    """The AIP_* variables Vertex sets in a serving container, then containerSpec.env."""
+    """The AIP_* variables Vertex sets in a serving container, then containerSpec.env.
+
+    Every variable of Google's list for custom containers ("Custom container requirements for
+    prediction", "Variables set by Vertex AI"): AIP_ACCELERATOR_TYPE (only with accelerators, as
+    there), AIP_DEPLOYED_MODEL_ID, AIP_ENDPOINT_ID, AIP_FRAMEWORK, AIP_HEALTH_ROUTE,
+    AIP_HTTP_PORT, AIP_MACHINE_TYPE (when machine_type is given: locally there is none),
+    AIP_MODE, AIP_MODE_VERSION, AIP_MODEL_NAME, AIP_PREDICT_ROUTE, AIP_PROJECT_NUMBER (see
+    ``project_number``; unset when no project is known), AIP_STORAGE_URI (the read-only mount of
+    the model directory, as LocalModel.deploy_to_local_endpoint sets it, not a gs:// URI),
+    AIP_VERSION_NAME. Then VERTEX_CPR_WEB_CONCURRENCY=1 unless containerSpec.env sets one of
+    CPR_WORKER_VARIABLES.
+    """
     env = {
         "AIP_MODE": "PREDICTION",
         "AIP_MODE_VERSION": "1.0.0",
@@ -213,12 +341,17 @@ def contract_environment(
         env["AIP_MACHINE_TYPE"] = machine_type
     if accelerator_type:
         env["AIP_ACCELERATOR_TYPE"] = accelerator_type
+    number = project_number(project)
+    if number:
+        env["AIP_PROJECT_NUMBER"] = number
     for item in spec.get("env") or []:
         if not isinstance(item, dict) or "name" not in item:
             raise UserError(
                 f"containerSpec.env items must be {{'name': ..., 'value': ...}}; got {item!r}."
             )
         env[str(item["name"])] = expand(str(item.get("value", "")), env)
+    if not any(name in env for name in CPR_WORKER_VARIABLES):
+        env["VERTEX_CPR_WEB_CONCURRENCY"] = DEFAULT_CPR_WEB_CONCURRENCY
     return env
 
 
@@ -234,20 +367,33 @@ def log_tail(container: Any, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join("    " + line for line in text.splitlines()) or "    (empty log)"
 
 
-def _device_requests(client: Any, accelerator_count: int, accelerator_type: str) -> list | None:
+def device_requests(
+    runtimes: list[str], accelerator_count: int, accelerator_type: str = ""
+) -> list | None:
+    """The Docker device requests for ``accelerator_count`` GPUs (``docker run --gpus N``).
+
+    Raises:
+        UserError: GPUs asked for and the engine has no NVIDIA runtime (``runtimes``).
+    """
     if accelerator_count <= 0:
         return None
     import docker
 
-    runtimes = sorted((client.info().get("Runtimes") or {}).keys())
     if "nvidia" not in runtimes:
         raise UserError(
             f"accelerator_count={accelerator_count} (accelerator_type={accelerator_type!r}) asks "
             f"the serving container for GPUs, but this Docker engine has no NVIDIA runtime "
-            f"(runtimes: {runtimes}). Install the NVIDIA Container Toolkit and restart Docker, "
-            "or set accelerator_count=0."
+            f"(runtimes: {sorted(runtimes)}). Install the NVIDIA Container Toolkit and restart "
+            "Docker, or set accelerator_count=0."
         )
     return [docker.types.DeviceRequest(count=accelerator_count, capabilities=[["gpu"]])]
+
+
+def _device_requests(client: Any, accelerator_count: int, accelerator_type: str) -> list | None:
+    if accelerator_count <= 0:
+        return None
+    runtimes = list((client.info().get("Runtimes") or {}).keys())
+    return device_requests(runtimes, accelerator_count, accelerator_type)
 
 
 def _health_status(host: str, port: int, route: str) -> int | None:
@@ -300,8 +446,13 @@ def serve(
     machine_type: str = "",
     accelerator_type: str = "",
     accelerator_count: int = 0,
+    project: str = "",
+    request_timeout_s: float | None = None,
 ) -> Iterator[Endpoint]:
     """Runs ``image`` for the duration of the ``with`` block; yields where it answers.
+
+    ``request_timeout_s`` bounds each predict request (the job's predict_timeout_seconds; None:
+    no limit); ``project`` gives AIP_PROJECT_NUMBER.
 
     Raises:
         UserError: no Docker, an image that is not here and cannot be pulled, a bad
@@ -316,7 +467,7 @@ def serve(
         raise UserError(f"model_metadata containerSpec must be an object; got {raw!r}.")
     spec = container_spec(metadata)
     port = _container_port(spec)
-    env = contract_environment(spec, port, machine_type, accelerator_type)
+    env = contract_environment(spec, port, machine_type, accelerator_type, project)
     command = [expand(c, env) for c in spec.get("command") or []]
     args = [expand(a, env) for a in spec.get("args") or []]
     devices = _device_requests(client, accelerator_count, accelerator_type)
@@ -324,18 +475,25 @@ def serve(
     slug = re.sub(r"[^a-zA-Z0-9_.-]+", "-", job_name).strip("-.")[:40] or "job"
     name = f"batchpredict-{slug}-{os.getpid()}-{secrets.token_hex(3)}"
     with _sigterm_raises():
-        container = client.containers.run(
-            image,
-            command=args or None,
-            entrypoint=command or None,
-            environment=env,
-            ports={f"{port}/tcp": ("127.0.0.1", None)},
-            volumes={os.path.abspath(model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
-            labels={LABEL_JOB: job_name, LABEL_OWNER: owner_label()},
-            device_requests=devices,
-            name=name,
-            detach=True,
-        )
+        record = _record(name)  # before the container exists: a kill -9 now leaves a record
+        try:
+            container = client.containers.run(
+                image,
+                command=args or None,
+                entrypoint=command or None,
+                environment=env,
+                ports={f"{port}/tcp": ("127.0.0.1", None)},
+                volumes={os.path.abspath(model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
+                labels={LABEL_JOB: job_name, LABEL_OWNER: owner_label()},
+                device_requests=devices,
+                name=name,
+                detach=True,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):  # created, then failed to start
+                client.containers.get(name).remove(force=True)
+            _forget(record)
+            raise
         try:
             host_port = _wait_ready(container, port, env["AIP_HEALTH_ROUTE"], image)
             endpoint = Endpoint(
@@ -346,6 +504,7 @@ def serve(
                 container_name=name,
                 image=image,
                 in_flight=in_flight,
+                request_timeout_s=request_timeout_s,
             )
             log.info("Serving container %s (%s) answers at %s", name, image, endpoint.url)
             try:
@@ -355,6 +514,13 @@ def serve(
         finally:
             with contextlib.suppress(Exception):
                 container.remove(force=True)
+            _forget(record)
+
+
+def _forget(record: str | None) -> None:
+    if record:
+        with contextlib.suppress(OSError):
+            os.unlink(record)
 
 
 def _ensure_image(client: Any, image: str) -> None:

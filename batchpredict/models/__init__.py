@@ -199,8 +199,25 @@ def resolve_model(
 
 
 def _container_ref(local_dir: str, model_uri: str, image: str, staged: bool) -> ModelRef:
-    """A model served by its image; the backend starts the container and sets the endpoint."""
+    """A model served by its image; the backend starts the container and sets the endpoint.
+
+    A staged copy (private to us: mkdtemp makes it 0700) is made readable by every user, since
+    the image's server may run as any uid; it is mounted read-only.
+    """
+    if staged:
+        _readable_by_all(local_dir)
     return ModelRef(local_dir, CONTAINER, model_uri, staged=staged, image_uri=image)
+
+
+def _readable_by_all(top: str) -> None:
+    os.chmod(top, os.stat(top).st_mode | 0o555)
+    for root, dirs, files in os.walk(top):
+        for name in dirs:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode | 0o555)
+        for name in files:
+            path = os.path.join(root, name)
+            os.chmod(path, os.stat(path).st_mode | 0o444)
 
 
 def _stage(model_uri: str, staging_dir: str | None) -> tuple[str, bool]:

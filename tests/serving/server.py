@@ -3,9 +3,12 @@
 Reads AIP_HTTP_PORT, AIP_HEALTH_ROUTE, AIP_PREDICT_ROUTE and AIP_STORAGE_URI. Predictions: the
 sum of an array instance (times parameters["scale"] when given); {"env": NAME} -> that variable;
 {"file": NAME} -> the file's text under AIP_STORAGE_URI; {"write": 1} -> whether the model
-directory is writable. Misbehaviour on demand (containerSpec.env): FAIL_ON (an instance's JSON
-text -> HTTP 500), BAD_ON (-> HTTP 400), WRONG_COUNT=1 (one prediction short), DIE_AFTER=N (the
-process exits during request N+1), SLOW_S (a pause per request), NEVER_HEALTHY=1 (health 503).
+directory is writable; {"count": TEXT} -> how many requests held an instance of that JSON text;
+{"connections": 1} -> how many connections have carried a predict request (keep-alive).
+Misbehaviour on demand (containerSpec.env): FAIL_ON (an instance's JSON text -> HTTP 500), BAD_ON
+(-> HTTP 400), HANG_ON (-> never answers), WRONG_COUNT=1 (one prediction short), DIE_AFTER=N (the
+process exits during request N+1), SLOW_S (a pause per request), NEVER_HEALTHY=1 (health 503),
+DROP_EVERY=N (a connection is closed, without notice, after its Nth, 2Nth, ... answer).
 """
 
 import json
@@ -20,10 +23,14 @@ PREDICT = os.environ["AIP_PREDICT_ROUTE"]
 STORAGE = os.environ.get("AIP_STORAGE_URI", "")
 FAIL_ON = os.environ.get("FAIL_ON")
 BAD_ON = os.environ.get("BAD_ON")
+HANG_ON = os.environ.get("HANG_ON")
 DIE_AFTER = int(os.environ.get("DIE_AFTER", "0"))
 SLOW_S = float(os.environ.get("SLOW_S", "0"))
+DROP_EVERY = int(os.environ.get("DROP_EVERY", "0"))
 lock = threading.Lock()
 served = 0
+seen = {}  # instance JSON text -> requests that held it
+connections = 0  # connections that carried a predict request
 
 
 def predict_one(instance, scale):
@@ -34,6 +41,10 @@ def predict_one(instance, scale):
     if isinstance(instance, dict) and "file" in instance:
         with open(os.path.join(STORAGE, instance["file"])) as f:
             return f.read()
+    if isinstance(instance, dict) and "connections" in instance:
+        return connections
+    if isinstance(instance, dict) and "count" in instance:
+        return seen.get(instance["count"], 0)
     if isinstance(instance, dict) and "write" in instance:
         try:
             with open(os.path.join(STORAGE, "written"), "w"):
@@ -48,6 +59,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def setup(self):
+        super().setup()
+        self.posts = 0
 
     def send(self, code, obj):
         body = json.dumps(obj).encode()
@@ -66,6 +81,16 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, {})
 
     def do_POST(self):
+        global connections
+        self.posts += 1
+        if self.posts == 1:
+            with lock:
+                connections += 1
+        self.answer()
+        if DROP_EVERY and self.posts % DROP_EVERY == 0:
+            self.close_connection = True  # no "Connection: close": the client learns on reuse
+
+    def answer(self):
         global served
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path != PREDICT:
@@ -83,6 +108,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         instances = body["instances"]
         texts = [json.dumps(i) for i in instances]
+        with lock:
+            for text in set(texts):
+                seen[text] = seen.get(text, 0) + 1
+        if HANG_ON in texts:
+            time.sleep(3600)
         if FAIL_ON in texts:
             self.send(500, {"error": "internal failure"})
             return
