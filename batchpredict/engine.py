@@ -462,8 +462,8 @@ class _Worker:
         assert handler is not None
 
         def predict(batch: Any) -> tuple:
-            instances = batch.converted.instances
-            if not instances:
+            instances = _for_handler(batch.converted.instances, handler)
+            if not len(instances):
                 return {}, []
 
             def call(lo: int, hi: int) -> list[Any]:
@@ -497,12 +497,15 @@ class _Worker:
         conv, counts = batch.converted, self.counts
         results: dict[int, Any] = {}
         failures: list[tuple[int, InstanceError]] = []
-        if conv.instances:
-            instances = conv.instances
+        whole: list[Any] | None = None  # the batch's predictions when one call predicted it all
+        n = len(conv.instances)
+        if n:
             handler, parameters, state = self.handler, self.plan.parameters, self.state
             assert handler is not None
+            instances = _for_handler(conv.instances, handler)
 
             def predict(lo: int, hi: int) -> list[Any]:
+                nonlocal whole
                 counts.predict_calls += 1
                 state.begin(piece.part, number, lo, hi)
                 try:
@@ -526,28 +529,42 @@ class _Worker:
                         "instances; it must return one per instance.",
                         CODE_INTERNAL,
                     )
+                if lo == 0 and hi == n:
+                    whole = predictions
                 return predictions
 
             if not counts.object_instances and isinstance(instances[0], dict):
                 counts.object_instances = True
             results, failures = predict_batch(
-                predict, len(instances), piece.hints.get(number), self.rate, handler.classify_error
+                predict, n, piece.hints.get(number), self.rate, handler.classify_error
             )
-        self._write_batch(batch, results, failures)
+        self._write_batch(batch, results, failures, whole)
 
     def _write_batch(
-        self, batch: Any, results: dict[int, Any], failures: list[tuple[int, InstanceError]]
+        self,
+        batch: Any,
+        results: dict[int, Any],
+        failures: list[tuple[int, InstanceError]],
+        whole: list[Any] | None = None,
     ) -> None:
-        """Writes and counts one predicted batch."""
+        """Writes and counts one predicted batch.
+
+        ``whole``: the predictions of every instance, when one call gave them all; the batch's
+        displays and predictions then go to the writer as they are (an array stays an array).
+        """
         conv, writer, counts = batch.converted, self.writer, self.counts
         displays = conv.displays
         counts.read += batch.read_count
         if conv.failures:
             writer.write_errors(conv.failures)
             counts.record_failures(conv.failures)
-        if conv.instances:
-            order = sorted(results)
-            shown, predicted = [displays[i] for i in order], [results[i] for i in order]
+        if len(conv.instances):
+            if whole is not None and not failures:
+                order: Any = range(len(whole))
+                shown, predicted = displays, whole
+            else:
+                order = sorted(results)
+                shown, predicted = [displays[i] for i in order], [results[i] for i in order]
             failed = [(displays[i], err) for i, err in failures]
             try:
                 writer.write(shown, predicted, conv.columns)
@@ -566,6 +583,13 @@ class _Worker:
                 writer.write_errors(failed)
                 counts.record_failures(failed)
         self.conn.send(("progress", batch.read_count, batch.work))
+
+
+def _for_handler(instances: Any, handler: Any) -> Any:
+    """The batch's instances as the handler takes them: an array, or a list of rows."""
+    if hasattr(instances, "tolist") and not handler.accepts_arrays:
+        return instances.tolist()
+    return instances
 
 
 def _checked(predictions: list[Any], n: int) -> list[Any]:

@@ -40,3 +40,20 @@ def test_dumps_many_matches_json_dumps(batch):
 )
 def test_dumps_many_flat_float_rows(batch):
     assert [b.decode() for b in dumps_many(batch)] == [json.dumps(v) for v in batch]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["float64", "float32", "int64", "int32", "uint8", "bool"]),
+    st.integers(min_value=0, max_value=12),
+    st.integers(min_value=0, max_value=6),
+    st.data(),
+)
+def test_dumps_many_numpy_rows_match_json_dumps_of_tolist(dtype, rows, columns, data):
+    """Arrays (bulk-read rows, predictions) encode as json.dumps of their tolist(), exactly."""
+    import numpy as np
+    from hypothesis.extra.numpy import arrays, from_dtype
+
+    shape = data.draw(st.sampled_from([(rows,), (rows, columns)]))
+    array = data.draw(arrays(np.dtype(dtype), shape, elements=from_dtype(np.dtype(dtype))))
+    assert [b.decode() for b in dumps_many(array)] == [json.dumps(v) for v in array.tolist()]

@@ -120,6 +120,14 @@ class Source(ABC):
         """Reads ``split`` in converted batches of at most ``batch_size`` records."""
 
 
+def listed(values: Any) -> list[Any]:
+    """A batch's displays or predictions as a list.
+
+    A NumPy array (rows read in bulk) becomes its rows, as ``tolist()`` gives them; a list stays.
+    """
+    return values.tolist() if hasattr(values, "tolist") else values
+
+
 class ShardWriter(ABC):
     """Writes one worker's results and failed instances.
 
@@ -140,7 +148,11 @@ class ShardWriter(ABC):
 
     @abstractmethod
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
-        """Writes successful results: each display (instance or key) with its prediction."""
+        """Writes successful results: each display (instance or key) with its prediction.
+
+        Either may be a NumPy array (rows read in bulk, a model's output); ``listed`` gives its
+        rows for writers that go row by row.
+        """
 
     @abstractmethod
     def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:

@@ -60,6 +60,7 @@ from batchpredict.io.base import (
     ShardWriter,
     Source,
     Split,
+    listed,
 )
 from batchpredict.io.encoding import dumps, json_default_or_text
 
@@ -786,6 +787,7 @@ class BigQueryShardWriter(ShardWriter):
 
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
         """Rows of instance columns (or ``key``) and ``prediction``."""
+        displays, predictions = listed(displays), listed(predictions)
         self._columns = columns or self._columns
         rows = self._instance_columns(displays, columns)
         for row, prediction in zip(rows, predictions):

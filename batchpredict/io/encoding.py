@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -94,40 +93,63 @@ def _positions(data: bytes, markers: tuple[bytes, ...]) -> list[int]:
     return found
 
 
-def dumps_many(values: list[Any]) -> list[bytes]:
+def _exact_in_orjson(array: Any) -> bool:
+    """True when orjson writes ``array``'s numbers as ``json.dumps(array.tolist())`` would.
+
+    Integers of any width, and float64 (Python's float) with the _NUMBER_UNSAFE checks; not
+    float32/float16, which orjson writes with their own shortest digits (0.1 where ``tolist()``
+    gives 0.10000000149011612).
+    """
+    kind = array.dtype.kind
+    return kind in "iu" or (kind == "f" and array.dtype.itemsize == 8)
+
+
+def dumps_many(values: Any) -> list[bytes]:
     """``[dumps_bytes(v) for v in values]``, with one orjson call for flat batches.
 
     A batch of numbers, or of flat lists of numbers (the common instance and prediction shapes),
     is encoded at once and split into values; the few values whose text could differ from
-    json.dumps (found by scanning the batch once per marker) are re-encoded alone. Anything else
-    goes value by value.
+    json.dumps (found by scanning the batch once per marker) are re-encoded alone. ``values``
+    may be a NumPy array (numbers, or rows of numbers): it is encoded without a Python object
+    per value. Anything else goes value by value.
     """
-    if not values:
+    if not len(values):
         return []
-    try:
-        out = orjson.dumps(values)
-    except TypeError:
-        return [dumps_bytes(v) for v in values]
-    if b'"' in out or b"{" in out:
-        return [dumps_bytes(v) for v in values]
+    if hasattr(values, "dtype"):  # a NumPy array
+        if values.ndim > 2 or not _exact_in_orjson(values):
+            return dumps_many(values.tolist())
+        out = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    else:
+        try:
+            out = orjson.dumps(values)
+        except TypeError:
+            return [dumps_bytes(v) for v in values]
+        if b'"' in out or b"{" in out:
+            return [dumps_bytes(v) for v in values]
     brackets = out.count(b"[")
     if brackets == 1:  # numbers
-        body, sep = out[1:-1].replace(b",", b", "), b", "
+        parts = out[1:-1].split(b",")
     elif brackets == len(values) + 1 and out.startswith(b"[["):  # flat lists of numbers
-        body, sep = out[2:-2].replace(b",", b", "), b"], ["
+        # "[[1,2],[3,4]]" -> "[1, 2]\n[3, 4]": rows never hold a newline or a bracket.
+        parts = out[1:-1].replace(b"],", b"]\n").replace(b",", b", ").split(b"\n")
     else:
         return [dumps_bytes(v) for v in values]
-    parts = body.split(sep)
-    if brackets > 1:
-        parts = [b"[" + p + b"]" for p in parts]
-    unsafe = _positions(body, _NUMBER_UNSAFE)
-    if unsafe:
-        starts = list(accumulate((len(p) + len(sep) for p in parts), initial=0))
-        if brackets > 1:  # parts gained their brackets: body offsets are 2 bytes shorter each
-            starts = [start - 2 * i for i, start in enumerate(starts)]
-        for i in {bisect_right(starts, pos) - 1 for pos in unsafe}:
-            parts[i] = _encode(values[i]).encode()
+    for i in _unsafe_values(out):
+        parts[i] = _encode(values[i]).encode()
     return parts
+
+
+def _unsafe_values(out: bytes) -> set[int]:
+    """Indexes of the values of a flat orjson batch whose text could differ from json.dumps."""
+    unsafe = _positions(out, _NUMBER_UNSAFE)
+    if not unsafe:
+        return set()
+    # Value i of the batch starts after the i-th separator: a "," at depth 1 (numbers) or a "],"
+    # (rows); counting them up to each unsafe position gives its value.
+    sep = b"]," if out.startswith(b"[[") else b","
+    starts = _positions(out, (sep,))
+    starts.sort()
+    return {bisect_right(starts, pos) for pos in unsafe}
 
 
 __all__ = ["dumps", "dumps_bytes", "dumps_many", "json_default", "json_default_or_text"]

@@ -21,7 +21,7 @@ from batchpredict import layout
 from batchpredict.errors import InstanceError, UserError, first_line
 from batchpredict.instances import INSTANCE, KEY, display_label
 from batchpredict.io import fs, publish
-from batchpredict.io.base import Destination, OutputPlan, ShardWriter
+from batchpredict.io.base import Destination, OutputPlan, ShardWriter, listed
 from batchpredict.io.encoding import UNENCODABLE, dumps, dumps_many, unencodable
 
 # Written and deleted under the temporary prefix before work starts, to check write access.
@@ -259,13 +259,11 @@ class JsonlShardWriter(ShardWriter):
 
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
         """One line per result; identical to ``json.dumps({label: d, "prediction": p})``."""
-        head, mid = self._head, b', "prediction": '
-        self._results.write(
-            b"".join(
-                head + d + mid + p + b"}\n"
-                for d, p in zip(dumps_many(displays), dumps_many(predictions))
-            )
-        )
+        n = len(displays)
+        parts: list[bytes] = [self._head, b"", b', "prediction": ', b"", b"}\n"] * n
+        parts[1::5] = dumps_many(displays)
+        parts[3::5] = dumps_many(predictions)
+        self._results.write(b"".join(parts))
 
     def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
         """One line per failed instance."""
@@ -334,8 +332,9 @@ class TableShardWriter(ShardWriter):
 
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
         """Appends rows; the header comes from the first row, widened by later objects."""
-        if not displays:
+        if not len(displays):
             return
+        displays, predictions = listed(displays), listed(predictions)
         if self._header is None:
             self._header = self._columns_for(displays[0], columns) + ["prediction"]
             self._layouts.append((0, list(self._header)))

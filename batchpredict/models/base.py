@@ -61,6 +61,10 @@ class ModelHandler(ABC):
     # (copy-on-write). False for runtimes with native thread pools (TensorFlow): each worker then
     # loads its own copy.
     share_with_forked_workers = True
+    # Whether ``predict`` takes a 2-D NumPy array (one row per instance) as well as a list. Sources
+    # that read numeric rows in bulk (JSONL arrays of numbers, Parquet, BigQuery) hand such an
+    # array over without a Python object per value; other handlers get ``array.tolist()``.
+    accepts_arrays = False
 
     def __init__(self, ref: ModelRef) -> None:
         """Keeps the reference; nothing is loaded until ``load``."""

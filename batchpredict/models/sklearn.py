@@ -33,6 +33,7 @@ class SklearnHandler(ModelHandler):
     """
 
     framework = "sklearn"
+    accepts_arrays = True  # np.asarray(instances), as Vertex's container does with its list
     _single_thread = False
 
     def load(self) -> None:

@@ -19,6 +19,7 @@ class XGBoostHandler(ModelHandler):
     """
 
     framework = "xgboost"
+    accepts_arrays = True  # np.asarray(instances, dtype=np.float32), as from a list
 
     def __init__(self, ref: Any, preloaded: Any = None) -> None:
         """``preloaded``: an already unpickled XGBoost model."""
