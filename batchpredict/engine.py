@@ -52,7 +52,7 @@ from batchpredict.errors import (
     environment_error,
     error_cause,
 )
-from batchpredict.io.base import Destination, Source, Split
+from batchpredict.io.base import Destination, Source, Split, listed
 from batchpredict.io.encoding import UNENCODABLE, dumps
 from batchpredict.models import ModelHandler, ModelRef, handler_class, load_handler
 from batchpredict.progress import Progress
@@ -562,7 +562,8 @@ class _Worker:
             if whole is not None and not failures:
                 order: Any = range(len(whole))
                 shown, predicted = displays, whole
-            else:
+            else:  # some instances failed: their rows go out one by one
+                displays = listed(displays)
                 order = sorted(results)
                 shown, predicted = [displays[i] for i in order], [results[i] for i in order]
             failed = [(displays[i], err) for i, err in failures]
@@ -570,7 +571,7 @@ class _Worker:
                 writer.write(shown, predicted, conv.columns)
                 counts.successful += len(order)
             except UNENCODABLE + (_arrow_error(),):  # find the records that cannot be written
-                for i, d, p in zip(order, shown, predicted):
+                for i, d, p in zip(order, listed(shown), listed(predicted)):
                     try:
                         writer.write([d], [p], conv.columns)
                         counts.successful += 1

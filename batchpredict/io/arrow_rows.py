@@ -56,3 +56,85 @@ def batch_rows(batch: pa.RecordBatch) -> list[list[Any]]:
     """The rows of ``batch`` as lists of JSON-ready values, in column order."""
     columns = [_column_values(c) for c in batch.columns]
     return [list(row) for row in zip(*columns)] if columns else [[] for _ in range(batch.num_rows)]
+
+
+# Arrow column types the columnar path reads as numbers: what ``to_pylist`` gives as Python ints
+# (every width that fits int64) or floats. uint64 (may not fit int64), float16, bool, decimal and
+# the rest go row by row.
+_INTEGERS = (pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32())
+_FLOATS = (pa.float32(), pa.float64())
+
+
+def _numeric_kind(column: Any) -> str:
+    """``"i"`` or ``"f"`` for a column the columnar path takes (no nulls), else ``""``."""
+    if column.null_count:
+        return ""
+    if column.type in _INTEGERS:
+        return "i"
+    return "f" if column.type in _FLOATS else ""
+
+
+def _array(columns: list[Any], kinds: list[str]) -> Any:
+    """The columns as one 2-D array, as ``np.asarray`` makes it of their Python rows.
+
+    All integers -> int64; any float -> float64 (float32 values widen exactly, ints convert as
+    Python's int -> float does: both round to nearest).
+    """
+    import numpy as np
+
+    dtype = np.float64 if "f" in kinds else np.int64
+    out = np.empty((len(columns[0]), len(columns)), dtype)
+    for j, column in enumerate(columns):
+        out[:, j] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+def _rows(columns: list[Any]) -> list[list[Any]]:
+    """Rows of plain columns as Python lists (what ``batch_rows`` makes of them)."""
+    return [list(row) for row in zip(*(c.to_pylist() for c in columns))]
+
+
+def numeric_converted(batch: Any, conv: Any) -> Any:
+    """``conv.convert(batch_rows(batch))`` without a Python object per value, or None.
+
+    The columnar path for array instances (``instance_type`` unset or ``'array'``) whose columns
+    are all integers or floats without nulls: the instances are one 2-D NumPy array holding what
+    ``np.asarray`` makes of the rows the row path gives, and the displays are that array too when
+    the columns are all integers or all floats (its ``tolist()`` gives the row path's rows
+    exactly; float32 widens to the same float64 either way). Keys (``key_field``) are the key
+    column's values; rows that mix integer and float columns, or attached excluded columns of
+    other kinds, are shown as the row path shows them. None when a column is not numeric or has a
+    null in this batch: the caller converts it row by row.
+
+    ``batch``: an Arrow RecordBatch or Table; ``conv``: the input's ``TableConverter``.
+    """
+    cfg = conv.cfg
+    if cfg.instance_type not in ("", "array") or not batch.num_rows or not conv.keep_index:
+        return None
+    from batchpredict.instances import Converted
+
+    columns = batch.columns
+    kept = [columns[i] for i in conv.keep_index]
+    kinds = [_numeric_kind(c) for c in kept]
+    if "" in kinds:
+        return None
+    instances = _array(kept, kinds)
+    homogeneous = len(set(kinds)) == 1
+    if cfg.keyed:
+        displays: Any = _column_values(columns[conv.key_index])
+    elif cfg.attach_excluded:  # the whole row is shown, excluded columns included
+        all_kinds = [_numeric_kind(c) for c in columns]
+        if len(set(all_kinds)) == 1 and "" not in all_kinds:
+            displays = _array(columns, all_kinds)
+        else:
+            displays = batch_rows(batch)
+        return Converted(instances=instances, displays=displays, columns=list(conv.columns))
+    else:
+        displays = instances if homogeneous else _rows(kept)
+    return Converted(instances=instances, displays=displays, columns=list(conv.keep_names))
+
+
+def convert_batch(batch: Any, conv: Any) -> Any:
+    """A record batch (or table) converted by ``conv``: columnar when it can be, else by rows."""
+    fast = numeric_converted(batch, conv)
+    return fast if fast is not None else conv.convert(batch_rows(batch))

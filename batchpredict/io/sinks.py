@@ -334,6 +334,9 @@ class TableShardWriter(ShardWriter):
         """Appends rows; the header comes from the first row, widened by later objects."""
         if not len(displays):
             return
+        if self._write_columns(displays, predictions, columns):
+            self._rows += len(displays)
+            return
         displays, predictions = listed(displays), listed(predictions)
         if self._header is None:
             self._header = self._columns_for(displays[0], columns) + ["prediction"]
@@ -362,6 +365,10 @@ class TableShardWriter(ShardWriter):
             self._start()
         self._finish()
         self._errors.close()
+
+    def _write_columns(self, displays: Any, predictions: Any, columns: list[str] | None) -> bool:
+        """Writes a batch column by column when the format can; False: write it by rows."""
+        return False
 
     @abstractmethod
     def _start(self) -> None:
@@ -435,24 +442,78 @@ class ParquetShardWriter(TableShardWriter):
         self._segments: list[str] = []
 
     def _write_rows(self, rows: list[list[Any]]) -> None:
-        import pyarrow.parquet as pq
+        self._write_table(_arrow_table(self.header, rows))
 
-        table = _arrow_table(self.header, rows)
+    def _write_columns(self, displays: Any, predictions: Any, columns: list[str] | None) -> bool:
+        """The columnar path: a batch of NumPy displays (or keys) and plain predictions.
+
+        It becomes Arrow columns without a Python row per result.
+        The table is the one the row path builds from the same batch (same names, types and
+        values: integers as int64, floats as double, text as string); anything else (objects,
+        nested values, a width that differs from the header) returns False for the row path.
+        """
+        import pyarrow as pa
+
+        keyed = self.label == KEY
+        array = hasattr(displays, "dtype")
+        if not (keyed or array) or (array and displays.ndim != (1 if keyed else 2)):
+            return False
+        if self._header is None:
+            first = displays[0].tolist() if array else displays[0]
+            if not keyed and not isinstance(first, list):
+                return False
+            header = self._columns_for(first, columns) + ["prediction"]
+        else:
+            header = self.header
+        if keyed or displays.ndim == 1:
+            shown = [_plain_column(displays)]
+        elif displays.shape[1] == len(header) - 1:
+            shown = [_plain_column(displays[:, j]) for j in range(displays.shape[1])]
+        else:
+            return False
+        predicted = _plain_column(predictions)
+        if predicted is None or None in shown:
+            return False
+        if self._header is None:
+            self._header = header
+            self._layouts.append((0, list(header)))
+            self._start()
+        self._write_table(pa.Table.from_arrays([*shown, predicted], names=self.header))
+        return True
+
+    def _write_table(self, table: Any) -> None:
+        """Appends ``table``; rows are buffered into row groups of about ROW_GROUP_ROWS."""
         if self._parquet is not None and table.schema != self._parquet.schema:
             try:
                 table = table.cast(self._parquet.schema)
             except Exception:  # noqa: BLE001 - another schema: a new segment, merged at close
+                self._flush()
                 self._parquet.close()
                 self._file.close()
                 self._segments.append(f"{self.results_uri}.segment-{len(self._segments) + 1}")
                 self._file = fs.open_file(self._segments[-1], "wb")
                 self._parquet = None
         if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self._file, table.schema)
-        self._parquet.write_table(table)
+            self._parquet = _parquet_writer(self._file, table.schema)
+            self._pending: list[Any] = []
+            self._pending_rows = self._pending_bytes = 0
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self._pending_bytes += table.nbytes
+        if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= ROW_GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Writes the buffered rows as one row group."""
+        import pyarrow as pa
+
+        if self._pending:
+            self._parquet.write_table(pa.concat_tables(self._pending), row_group_size=2**31 - 1)
+            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def _finish(self) -> None:
         if self._parquet is not None:
+            self._flush()
             self._parquet.close()
         else:  # no rows: an empty table whose columns are the header, as text
             import pyarrow as pa
@@ -475,7 +536,7 @@ class ParquetShardWriter(TableShardWriter):
                 schemas.append(pq.ParquetFile(f).schema_arrow)
         schema = _widened_schema(schemas)
         tmp = self.results_uri + ".widened"
-        with fs.open_file(tmp, "wb") as out, pq.ParquetWriter(out, schema) as writer:
+        with fs.open_file(tmp, "wb") as out, _parquet_writer(out, schema) as writer:
             for uri in files:
                 with fs.open_file(uri, "rb") as f:
                     pf = pq.ParquetFile(f)
@@ -485,6 +546,25 @@ class ParquetShardWriter(TableShardWriter):
         for uri in self._segments:
             filesystem, path = fs.filesystem(uri)
             filesystem.rm(path)
+
+
+# Parquet results are written in row groups of about this many rows (or bytes, for wide rows):
+# fewer, larger row groups than one per batch are cheaper to write and to read.
+ROW_GROUP_ROWS = 65_536
+ROW_GROUP_BYTES = 64 * 2**20
+
+
+def _parquet_writer(file: Any, schema: Any) -> Any:
+    """A ParquetWriter for results: dictionary encoding for all but floating-point columns.
+
+    Model features and scores rarely repeat; trying a dictionary for them cost more than the rest
+    of the write and made the file larger (bench/columnar_bench.py). Labels, keys and text keep it.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    return pq.ParquetWriter(file, schema, use_dictionary=dictionary)
 
 
 class _LazyErrors:
@@ -535,6 +615,42 @@ def _arrow_table(header: list[str], rows: list[list[Any]]) -> Any:
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             arrays.append(pa.array([None if v is None else _text(v) for v in values], pa.string()))
     return pa.Table.from_arrays(arrays, names=header)
+
+
+def _plain_column(values: Any) -> Any:
+    """``values`` as the Arrow array the row path makes of them, when that is a plain one.
+
+    A NumPy array of numbers, booleans or text; or a list whose values Arrow reads as int64,
+    double, bool, string or nulls (the row path's cells are those very values). None for
+    anything else (nested values, objects, other types): the row path decides.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    if hasattr(values, "dtype"):
+        kind, size = values.dtype.kind, values.dtype.itemsize
+        if values.ndim != 1:
+            return None
+        if kind == "f":  # tolist() gives Python floats: double
+            return pa.array(values.astype(np.float64, copy=False))
+        if kind == "i" or (kind == "u" and size < 8):  # Python ints: int64
+            return pa.array(values.astype(np.int64, copy=False))
+        if kind in "bU":
+            return pa.array(values)
+        return None
+    if not len(values) or isinstance(values[0], (list, tuple, dict)):
+        return None
+    try:
+        array = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        return None
+    return array if array.type in _plain_types() else None
+
+
+def _plain_types() -> tuple[Any, ...]:
+    import pyarrow as pa
+
+    return (pa.int64(), pa.float64(), pa.bool_(), pa.string(), pa.null())
 
 
 def _text(value: Any) -> str:

@@ -23,7 +23,7 @@ import orjson
 from batchpredict.errors import CODE_INVALID_ARGUMENT, InstanceError, UserError, error_cause
 from batchpredict.instances import Converted, InstanceConfig, TableConverter, convert_json
 from batchpredict.io import fs
-from batchpredict.io.base import Batch, Source, Split
+from batchpredict.io.base import Batch, Source, Split, listed
 from batchpredict.io.tfrecord import TFRecordError, read_records
 
 log = logging.getLogger(__name__)
@@ -434,7 +434,11 @@ class TFRecordGzipSource(TFRecordSource):
 
 
 class ParquetSource(Source):
-    """``parquet`` (not a Vertex format; asked for by users): rows as tables convert them."""
+    """``parquet`` (not a Vertex format; asked for by users): rows as tables convert them.
+
+    Batches of numeric columns without nulls take the columnar path (``arrow_rows``): the model
+    gets one 2-D array built from the columns, with no Python object per value.
+    """
 
     format = "parquet"
     vertex = False
@@ -462,7 +466,7 @@ class ParquetSource(Source):
         """Reads one row group in batches."""
         import pyarrow.parquet as pq
 
-        from batchpredict.io.arrow_rows import batch_rows
+        from batchpredict.io.arrow_rows import convert_batch
 
         if split.end == 0:
             return
@@ -475,7 +479,7 @@ class ParquetSource(Source):
             meta = pf.metadata
             start = sum(meta.row_group(i).num_rows for i in range(split.start))
             for rb in pf.iter_batches(batch_size=batch_size, row_groups=[split.start]):
-                yield Batch(conv.convert(batch_rows(rb)), rb.num_rows, _locator(split.uri, start))
+                yield Batch(convert_batch(rb, conv), rb.num_rows, _locator(split.uri, start))
                 start += rb.num_rows
 
 
@@ -501,8 +505,8 @@ def read_all(source: Source, batch_size: int = 1024) -> Converted:
     out = Converted()
     for split in source.splits():
         for batch in source.batches(split, batch_size):
-            out.instances += batch.converted.instances
-            out.displays += batch.converted.displays
+            out.instances += listed(batch.converted.instances)
+            out.displays += listed(batch.converted.displays)
             out.failures += batch.converted.failures
     return out
 

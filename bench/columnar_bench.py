@@ -1,0 +1,190 @@
+"""Columnar benchmark: Parquet in, against a hand-written pyarrow floor and the predict ceiling.
+
+Workload (issue 14, item 3): N rows x 28 float64 features as Parquet (row groups of 131,072 rows),
+the scikit-learn HistGradientBoostingClassifier of ``engine_bench.make_model`` (100 iterations,
+depth 6). Measured side by side in one run, each in its own child process:
+
+- engine parquet->parquet: batchpredict end to end (default workers and batch size);
+- engine parquet->jsonl: the same, Vertex's JSONL results;
+- floor: one process: pyarrow reads batches of 65,536 rows, one array, model.predict (all
+  cores), pyarrow writes the feature columns and the prediction (default writer settings);
+- ceiling: model.predict on the preloaded array (all cores), nothing else.
+
+Rows/s are given three ways: for the whole child process (interpreter start, imports, model load
+included); inside ``run_batch_prediction`` (or the floor's loop, or the ceiling's one call); and,
+for the engine, the steady rate: (N - n) / (t_N - t_n), where t_n is the time inside
+``run_batch_prediction`` of the same job on the first n = 10,000 rows, run just before. The steady
+rate leaves out what the ceiling leaves out (worker start, imports and model load in each worker)
+and is the one compared with the 80% target. CPU seconds (the child and its workers) are given
+beside each time: on a loaded machine they move less than wall time. Peak memory is the highest
+summed RSS of the child's process tree. Ratios, not absolute times, are the result: the machine
+is shared and noisy.
+
+Usage: python bench/columnar_bench.py [--rows 1000000] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_bench import FEATURES, ROOT, make_model, timed_child  # noqa: E402
+
+ROW_GROUP = 131_072
+SMALL_ROWS = 10_000
+
+
+def make_parquet(path: str, rows: int) -> None:
+    """The engine benchmark's rows (same generator and rounding) as float64 Parquet columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(1)
+    names = [f"f{i}" for i in range(FEATURES)]
+    schema = pa.schema([(n, pa.float64()) for n in names])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, ROW_GROUP):
+            block = rng.normal(size=(min(ROW_GROUP, rows - start), FEATURES)).round(6)
+            writer.write_table(pa.Table.from_arrays(list(block.T), schema=schema))
+
+
+CPU = """
+import resource
+def cpu():
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+"""
+
+ENGINE = (
+    CPU
+    + """
+import json, sys, time
+from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+data, model, out, fmt = sys.argv[1:5]
+t, c = time.monotonic(), cpu()
+r = run_batch_prediction(BatchPredictionJobSpec(job_display_name="bench", gcs_source_uris=[data],
+    instances_format="parquet", predictions_format=fmt,
+    gcs_destination_output_uri_prefix=out, model_uri=model, progress=False))
+s = time.monotonic() - t
+print(json.dumps({"seconds": s, "cpu_seconds": cpu() - c,
+                  "rows": r.completion_stats["successful_count"], "workers": r.stats["workers"]}))
+"""
+)
+
+FLOOR = (
+    CPU
+    + """
+import json, sys, time, joblib, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+data, model_dir, out = sys.argv[1:4]
+model = joblib.load(model_dir + "/model.joblib")
+t, c = time.monotonic(), cpu(); n = 0
+pf = pq.ParquetFile(data)
+writer = None
+for rb in pf.iter_batches(batch_size=65536):
+    X = np.column_stack([c.to_numpy() for c in rb.columns])
+    pred = model.predict(X)
+    names = [*rb.schema.names, "prediction"]
+    table = pa.Table.from_arrays([*rb.columns, pa.array(pred)], names=names)
+    if writer is None:
+        writer = pq.ParquetWriter(out + "/floor.parquet", table.schema)
+    writer.write_table(table)
+    n += rb.num_rows
+writer.close()
+print(json.dumps({"seconds": time.monotonic() - t, "cpu_seconds": cpu() - c, "rows": n}))
+"""
+)
+
+CEILING = (
+    CPU
+    + """
+import json, sys, time, joblib, numpy as np, pyarrow.parquet as pq
+data, model_dir = sys.argv[1:3]
+model = joblib.load(model_dir + "/model.joblib")
+X = np.column_stack([c.to_numpy() for c in pq.read_table(data).columns])
+t, c = time.monotonic(), cpu()
+model.predict(X)
+print(json.dumps({"seconds": time.monotonic() - t, "cpu_seconds": cpu() - c, "rows": len(X)}))
+"""
+)
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    parser.add_argument("--workdir", default=None, help="where data is generated (temp dir)")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    work = args.workdir or tempfile.mkdtemp(prefix="bpcolumnar-")
+    model_dir = os.path.join(work, "model")
+    data = os.path.join(work, f"data-{args.rows}.parquet")
+    if not os.path.exists(os.path.join(model_dir, "model.joblib")):
+        make_model(model_dir)
+    if not os.path.exists(data):
+        make_parquet(data, args.rows)
+    small = os.path.join(work, f"data-{SMALL_ROWS}.parquet")
+    if not os.path.exists(small):
+        make_parquet(small, SMALL_ROWS)
+    results: dict = {"rows": args.rows, "cpus": os.cpu_count()}
+    print(f"rows {args.rows:,}; {uptime()}", flush=True)
+    out = os.path.join(work, "out")
+    for name, code, extra in (
+        ("engine parquet->parquet", ENGINE, [out, "parquet"]),
+        ("engine parquet->jsonl", ENGINE, [out, "jsonl"]),
+        ("floor", FLOOR, [work]),
+        ("ceiling", CEILING, []),
+    ):
+        if code is ENGINE:  # the same job on SMALL_ROWS rows: its fixed cost
+            r0 = timed_child(code, small, model_dir, *extra)
+        r = timed_child(code, data, model_dir, *extra)
+        r["rows_per_second"] = r["rows"] / r["seconds"]
+        r["rows_per_second_process"] = r["rows"] / r["wall_seconds"]
+        r["uptime"] = uptime()
+        line = ""
+        if code is ENGINE:
+            r["small_job"] = r0
+            r["steady_rows_per_second"] = (r["rows"] - r0["rows"]) / (r["seconds"] - r0["seconds"])
+            line = (
+                f" steady {r['steady_rows_per_second']:>9,.0f} rows/s "
+                f"(small job {r0['seconds']:.2f} s inside, {r0['wall_seconds']:.2f} s process);"
+            )
+        results[name] = r
+        print(
+            f"{name:24s}{line} inside {r['rows_per_second']:>9,.0f} rows/s "
+            f"({r['seconds']:6.2f} s, {r['cpu_seconds']:6.2f} cpu-s); process "
+            f"{r['rows_per_second_process']:>9,.0f} rows/s ({r['wall_seconds']:6.2f} s); "
+            f"peak {r['peak_rss_mib']:5.0f} MiB; {r['uptime']}",
+            flush=True,
+        )
+    ceiling = results["ceiling"]["rows_per_second"]
+    floor = results["floor"]["rows_per_second"]
+    for name in ("engine parquet->parquet", "engine parquet->jsonl", "floor"):
+        r = results[name]
+        r["vs_ceiling"] = r["rows_per_second"] / ceiling
+        r["process_vs_ceiling"] = r["rows_per_second_process"] / ceiling
+        r["vs_floor"] = r["rows_per_second"] / floor
+        steady = ""
+        if "steady_rows_per_second" in r:
+            r["steady_vs_ceiling"] = r["steady_rows_per_second"] / ceiling
+            steady = f"{r['steady_vs_ceiling']:.2f}x ceiling (steady), "
+        print(
+            f"{name:24s} {steady}{r['vs_ceiling']:.2f}x ceiling (inside), "
+            f"{r['process_vs_ceiling']:.2f}x ceiling (whole process), {r['vs_floor']:.2f}x floor"
+        )
+    with open(os.path.join(args.out, "columnar_bench.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

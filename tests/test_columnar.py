@@ -1,0 +1,365 @@
+"""The columnar path: Parquet batches of numeric columns become one array, written from Arrow.
+
+Every output here is compared with the row path's output for the same input (the columnar code
+switched off): JSONL and CSV byte for byte, Parquet by schema, values and bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+from batchpredict.instances import InstanceConfig, display_label
+from batchpredict.io import arrow_rows, formats, sinks
+from batchpredict.io.base import listed
+from batchpredict.io.sources import read_all
+
+RNG = np.random.default_rng(7)
+N = 11  # rows per table: row groups of 4 and batches of 3 give partial batches everywhere
+
+# Floats whose JSON text differs between orjson and json.dumps unless handled (exponents, tiny
+# values, NaN, infinities, negative zero), and ordinary ones.
+SPECIAL = [1e-05, 1e16, -0.0, float("nan"), 1e300, float("inf"), 123456789.123, 0.1, 2.5, -7.0, 3.0]
+
+
+def _table(**columns) -> pa.Table:
+    return pa.table(columns)
+
+
+CASES = {
+    "float64": (
+        lambda: _table(
+            a=pa.array(SPECIAL), b=pa.array(RNG.normal(size=N)), c=pa.array(RNG.normal(size=N))
+        ),
+        InstanceConfig(),
+        True,
+    ),
+    "float32": (
+        lambda: _table(
+            a=pa.array(RNG.normal(size=N), pa.float32()),
+            b=pa.array([0.1] * N, pa.float32()),
+        ),
+        InstanceConfig(),
+        True,
+    ),
+    "ints": (
+        lambda: _table(
+            a=pa.array(RNG.integers(-100, 100, N), pa.int8()),
+            b=pa.array(RNG.integers(0, 2**31, N), pa.int32()),
+            c=pa.array([2**62 + i for i in range(N)], pa.int64()),
+            d=pa.array(RNG.integers(0, 2**32, N), pa.uint32()),
+        ),
+        InstanceConfig(instance_type="array"),
+        True,
+    ),
+    "mixed int and float": (
+        lambda: _table(
+            a=pa.array(RNG.integers(-5, 5, N), pa.int64()),
+            b=pa.array(SPECIAL),
+            c=pa.array(RNG.normal(size=N), pa.float32()),
+            d=pa.array([2**53 + 1 + i for i in range(N)], pa.int64()),  # rounds as float
+        ),
+        InstanceConfig(),
+        True,
+    ),
+    "a null in the second row group": (
+        lambda: _table(
+            a=pa.array([1.5] * 5 + [None] + [2.5] * 5),
+            b=pa.array(list(range(N)), pa.int64()),
+        ),
+        InstanceConfig(),
+        None,  # the first row group goes columnar, the one with the null by rows
+    ),
+    "an int column with a null": (
+        lambda: _table(a=pa.array([1, None] + [3] * 9, pa.int64()), b=pa.array([4] * N)),
+        InstanceConfig(),
+        None,
+    ),
+    "a string column": (
+        lambda: _table(a=pa.array(["x"] * N), b=pa.array(RNG.normal(size=N))),
+        InstanceConfig(),
+        False,
+    ),
+    "a bool column": (
+        lambda: _table(a=pa.array([True, False] * 5 + [True]), b=pa.array(RNG.normal(size=N))),
+        InstanceConfig(),
+        False,
+    ),
+    "a uint64 column": (
+        lambda: _table(a=pa.array([2**64 - 1] * N, pa.uint64()), b=pa.array([1] * N)),
+        InstanceConfig(),
+        False,
+    ),
+    "string key": (
+        lambda: _table(
+            id=pa.array([f"r{i}" for i in range(N)]),
+            a=pa.array(RNG.normal(size=N)),
+            b=pa.array(RNG.integers(0, 9, N)),
+        ),
+        InstanceConfig(key_field="id"),
+        True,
+    ),
+    "int key and included fields": (
+        lambda: _table(
+            a=pa.array(RNG.normal(size=N)),
+            id=pa.array(list(range(N)), pa.int32()),
+            s=pa.array(["unused"] * N),
+            b=pa.array(RNG.normal(size=N), pa.float32()),
+        ),
+        InstanceConfig(key_field="id", included_fields=("b", "a")),
+        True,
+    ),
+    "excluded string id attached": (
+        lambda: _table(
+            id=pa.array([f"r{i}" for i in range(N)]),
+            a=pa.array(RNG.normal(size=N)),
+            b=pa.array(RNG.normal(size=N)),
+        ),
+        InstanceConfig(excluded_fields=("id",)),
+        True,
+    ),
+    "excluded int id attached": (
+        lambda: _table(
+            id=pa.array(list(range(N)), pa.int64()),
+            a=pa.array(RNG.integers(0, 9, N), pa.int16()),
+        ),
+        InstanceConfig(excluded_fields=("id",)),
+        True,
+    ),
+    "objects": (
+        lambda: _table(a=pa.array(RNG.normal(size=N)), b=pa.array(RNG.normal(size=N))),
+        InstanceConfig(instance_type="object"),
+        False,
+    ),
+}
+
+
+def _predictions(kind: str, start: int, n: int):
+    """What models return (handlers give lists; a model's array goes to writers as it is)."""
+    k = np.arange(start, start + n)
+    if kind == "labels":
+        return (k % 3).tolist()
+    if kind == "scores":
+        return (k / 7).tolist()
+    if kind == "probabilities":
+        return np.stack([k / 7, 1 - k / 7], axis=1).tolist()
+    if kind == "int32 array":
+        return (k % 3).astype(np.int32)
+    if kind == "string array":
+        return np.array([f"class {i % 3}" for i in k])
+    return (k / 7).astype(np.float32)  # a float32 array
+
+
+@pytest.fixture
+def row_path(monkeypatch):
+    """Switches the columnar code off: what the output was before it."""
+
+    def off():
+        monkeypatch.setattr(arrow_rows, "numeric_converted", lambda batch, conv: None)
+        monkeypatch.setattr(sinks.ParquetShardWriter, "_write_columns", lambda *a: False)
+
+    return off
+
+
+def _write(path, cfg, fmt, out, predictions) -> tuple[str, list[bool]]:
+    """Source -> predictions -> writer as the engine's worker drives them, batches of 3."""
+    source = formats.make_source("parquet", [str(path)], cfg)
+    os.makedirs(out, exist_ok=True)
+    results = os.path.join(out, "results")
+    writer = formats.writer_class(fmt)(
+        results, os.path.join(out, "errors"), display_label(cfg.keyed)
+    )
+    columnar, done = [], 0
+    for split in source.splits():
+        for batch in source.batches(split, 3):
+            conv = batch.converted
+            columnar.append(isinstance(conv.instances, np.ndarray))
+            n = len(conv.instances)
+            writer.write(conv.displays, _predictions(predictions, done, n), conv.columns)
+            done += n
+    writer.close()
+    assert done == N
+    return results, columnar
+
+
+@pytest.mark.parametrize(
+    "predictions",
+    ["labels", "scores", "probabilities", "float32 array", "int32 array", "string array"],
+)
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_outputs_are_the_row_paths_outputs(tmp_path, row_path, case, fmt, predictions):
+    make, cfg, expect_columnar = CASES[case]
+    path = tmp_path / "in.parquet"
+    pq.write_table(make(), path, row_group_size=6)
+    fast, columnar = _write(path, cfg, fmt, tmp_path / "fast", predictions)
+    if expect_columnar is None:
+        assert any(columnar) and not all(columnar), columnar
+    else:
+        assert all(c == expect_columnar for c in columnar), columnar
+    row_path()
+    slow, rows = _write(path, cfg, fmt, tmp_path / "rows", predictions)
+    assert not any(rows)
+    with open(fast, "rb") as f, open(slow, "rb") as g:
+        fast_bytes, slow_bytes = f.read(), g.read()
+    if fmt == "parquet":
+        got, want = pq.read_table(fast), pq.read_table(slow)
+        assert got.schema.equals(want.schema, check_metadata=True), (got.schema, want.schema)
+        assert json.dumps(got.to_pylist()) == json.dumps(want.to_pylist())
+    assert fast_bytes == slow_bytes
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_instances_are_what_np_asarray_makes_of_the_rows(tmp_path, row_path, case):
+    """The model sees the same dtype and values; displays are the row path's, exactly."""
+    make, cfg, expect_columnar = CASES[case]
+    path = tmp_path / "in.parquet"
+    pq.write_table(make(), path, row_group_size=6)
+    source = formats.make_source("parquet", [str(path)], cfg)
+    fast = [b.converted for s in source.splits() for b in source.batches(s, 3)]
+    row_path()
+    slow = [b.converted for s in source.splits() for b in source.batches(s, 3)]
+    for f, s in zip(fast, slow, strict=True):
+        if isinstance(f.instances, np.ndarray):
+            want = np.asarray(s.instances)
+            assert f.instances.dtype == want.dtype and f.instances.shape == want.shape
+            np.testing.assert_array_equal(f.instances, want)  # NaN equals NaN here
+        else:
+            assert json.dumps(f.instances) == json.dumps(s.instances)
+        assert json.dumps(listed(f.displays)) == json.dumps(s.displays)
+        assert [type(v) for v in _flat(listed(f.displays))] == [type(v) for v in _flat(s.displays)]
+        assert f.columns == s.columns and not f.failures and not s.failures
+
+
+def _flat(values):
+    for v in values:
+        if isinstance(v, list):
+            yield from _flat(v)
+        else:
+            yield v
+
+
+def test_numeric_batches_reach_the_model_as_one_array_and_leave_without_rows(tmp_path, monkeypatch):
+    """Fails when the columnar path is not taken: no Python row on either side."""
+    path = tmp_path / "in.parquet"
+    pq.write_table(_table(a=pa.array(RNG.normal(size=N)), b=pa.array(RNG.normal(size=N))), path)
+
+    def no_rows(*args):
+        raise AssertionError("a Python row was made")
+
+    monkeypatch.setattr(arrow_rows, "batch_rows", no_rows)
+    monkeypatch.setattr(sinks.ParquetShardWriter, "_write_rows", no_rows)
+    results, columnar = _write(path, InstanceConfig(), "parquet", tmp_path / "out", "labels")
+    assert columnar and all(columnar)
+    assert pq.read_table(results).column_names == ["a", "b", "prediction"]
+
+
+def test_read_all_gives_rows_of_a_columnar_batch(tmp_path):
+    path = tmp_path / "a.parquet"
+    pq.write_table(_table(x=pa.array([1.5, 2.5]), n=pa.array([1, 2])), path)
+    out = read_all(formats.make_source("parquet", [str(path)], InstanceConfig()))
+    assert out.instances == [[1.5, 1.0], [2.5, 2.0]]
+    assert [type(v) for v in out.displays[0]] == [float, int]  # shown as the file has them
+
+
+def test_engine_parquet_in_every_format_out_with_failed_instances(
+    tmp_path, sklearn_model_dir, sklearn_model, iris
+):
+    """End to end through the workers: a NaN row fails in the model (bisected out of a columnar
+    batch), a row group with a null goes by rows; results are the row path's, in order."""
+    X, _ = iris
+    rows = X[:40].tolist()
+    rows[5][2] = float("nan")  # LogisticRegression refuses NaN: that instance fails alone
+    columns = {name: [r[i] for r in rows] for i, name in enumerate("abcd")}
+    columns["d"][33] = None  # this row group goes by rows; the model fails on its None too
+    table = _table(**{k: pa.array(v, pa.float64()) for k, v in columns.items()})
+    path = tmp_path / "in.parquet"
+    pq.write_table(table, path, row_group_size=16)
+    ok = [i for i in range(40) if i not in (5, 33)]
+    expected = sklearn_model.predict(np.asarray([rows[i] for i in ok])).tolist()
+    for fmt in ("jsonl", "csv", "parquet"):
+        result = run_batch_prediction(
+            BatchPredictionJobSpec(
+                job_display_name=f"col-{fmt}",
+                model_uri=sklearn_model_dir,
+                instances_format="parquet",
+                gcs_source_uris=[str(path)],
+                gcs_destination_output_uri_prefix=str(tmp_path / fmt),
+                predictions_format=fmt,
+                manual_batch_tuning_parameters_batch_size=8,
+                progress=False,
+                workers=1,
+            )
+        )
+        assert result.completion_stats == {
+            "successful_count": 38,
+            "failed_count": 2,
+            "incomplete_count": 0,
+        }, fmt
+        directory = result.gcs_output_directory
+        (shard,) = [p for p in os.listdir(directory) if p.startswith("prediction.results-")]
+        shard = os.path.join(directory, shard)
+        if fmt == "jsonl":
+            with open(shard) as f:
+                lines = f.read().splitlines()
+            assert lines == [
+                json.dumps({"instance": rows[i], "prediction": p}) for i, p in zip(ok, expected)
+            ]
+        elif fmt == "csv":
+            with open(shard) as f:
+                lines = f.read().splitlines()
+            assert lines[0] == "a,b,c,d,prediction"
+            assert lines[1:] == [
+                ",".join(map(repr, rows[i])) + f",{p}" for i, p in zip(ok, expected)
+            ]
+        else:
+            got = pq.read_table(shard)
+            assert got.schema == pa.schema(
+                [(c, pa.float64()) for c in "abcd"] + [("prediction", pa.int64())]
+            )
+            assert got.to_pylist() == [
+                {**dict(zip("abcd", rows[i])), "prediction": p} for i, p in zip(ok, expected)
+            ]
+        errors = []
+        for name in os.listdir(directory):
+            if name.startswith("prediction.errors-"):
+                with open(os.path.join(directory, name)) as f:
+                    errors += [json.loads(line) for line in f]
+        assert sorted(json.dumps(e["instance"]) for e in errors) == sorted(
+            [json.dumps(rows[5]), json.dumps(rows[33][:3] + [None])]
+        ), fmt
+
+
+def test_parquet_results_are_buffered_into_row_groups(tmp_path, monkeypatch):
+    """Batches are gathered into row groups of ROW_GROUP_ROWS; a schema change (int keys, then a
+    batch with text) still starts a segment after the buffered rows, merged at close."""
+    monkeypatch.setattr(sinks, "ROW_GROUP_ROWS", 7)
+    writer = sinks.ParquetShardWriter(str(tmp_path / "r.parquet"), str(tmp_path / "e"), "key")
+    keys = [*range(20), *(f"s{i}" for i in range(5))]
+    for start in range(0, 25, 3):
+        chunk = keys[start : start + 3]
+        writer.write(chunk, [0.5] * len(chunk), None)
+    writer.close()
+    pf = pq.ParquetFile(tmp_path / "r.parquet")
+    assert pf.read().column("key").to_pylist() == [str(k) for k in keys]
+    assert [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)] == [9, 9, 7]
+    assert not [p for p in os.listdir(tmp_path) if "segment" in p]
+
+
+def test_float_result_columns_skip_dictionary_encoding(tmp_path):
+    writer = sinks.ParquetShardWriter(str(tmp_path / "r.parquet"), str(tmp_path / "e"), "instance")
+    displays = np.column_stack([RNG.normal(size=N), RNG.normal(size=N)])
+    writer.write(displays, list(range(N)), ["x", "y"])
+    writer.close()
+    group = pq.ParquetFile(tmp_path / "r.parquet").metadata.row_group(0)
+    dictionary = {
+        group.column(i).path_in_schema: "RLE_DICTIONARY" in group.column(i).encodings
+        for i in range(group.num_columns)
+    }
+    assert dictionary == {"x": False, "y": False, "prediction": True}
