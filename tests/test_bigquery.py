@@ -641,3 +641,48 @@ def test_pipeline_under_kfp_local_reads_and_writes_the_emulators(
     assert metadata["completionStats"]["successful_count"] == 150
     predicted = rows_of(bq, f"{BQ_PROJECT}.{out_dataset}.predictions")
     assert sorted(r["prediction"] for r in predicted) == sorted(expected)
+
+
+def test_storage_read_numeric_columns_reach_the_model_as_one_array(
+    bq, sklearn_model_dir, sklearn_model, tmp_path
+):
+    """Storage Read API batches of numeric columns go columnar: regrouped to batch_size rows
+    without a Python row, read as the rows they hold; the results are the row path's lines."""
+    dataset = new_dataset(bq, "columnar_src")
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(50, 3)).round(4).tolist()
+    schema = [bigquery.SchemaField(c, "FLOAT") for c in "abc"]
+    schema.append(bigquery.SchemaField("n", "INTEGER"))
+    rows = [{"a": a, "b": b, "c": c, "n": i % 4} for i, (a, b, c) in enumerate(features)]
+    load_table(bq, f"{dataset}.numbers", schema, rows)
+    source = bq_io.BigQuerySource(f"bq://{dataset}.numbers", bq_io.InstanceConfig())
+    (split,) = source.splits()
+    assert source.mode == "storage"
+    batches = [b.converted for b in source.batches(split, 7)]
+    assert [len(b.instances) for b in batches] == [7] * 7 + [1]
+    assert all(isinstance(b.instances, np.ndarray) for b in batches)
+    got = [r for b in batches for r in b.instances.tolist()]
+    assert sorted(got) == sorted([[r["a"], r["b"], r["c"], float(r["n"])] for r in rows])
+    shown = [r for b in batches for r in b.displays]  # mixed float and int: the row path's
+    assert sorted(json.dumps(r) for r in shown) == sorted(
+        json.dumps([r["a"], r["b"], r["c"], r["n"]]) for r in rows
+    )
+
+    result = run_batch_prediction(
+        spec(
+            instances_format="bigquery",
+            bigquery_source_input_uri=f"bq://{dataset}.numbers",
+            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
+            model_uri=sklearn_model_dir,
+            manual_batch_tuning_parameters_batch_size=16,
+        )
+    )
+    lines = []
+    for path in sorted((tmp_path / "out").glob("*/prediction.results-*")):
+        lines += path.read_text().splitlines()
+    instances = [[r["a"], r["b"], r["c"], r["n"]] for r in rows]
+    predicted = sklearn_model.predict(np.asarray(instances)).tolist()
+    assert sorted(lines) == sorted(
+        json.dumps({"instance": i, "prediction": p}) for i, p in zip(instances, predicted)
+    )
+    assert result.completion_stats["successful_count"] == 50

@@ -4,7 +4,8 @@ Input (``bigquery_source_input_uri``, ``bq://project.dataset.table``, scheme opt
 1. In the main process the table's schema is read and the instance config checked against its
    columns; a Storage Read API session is opened and each of its streams becomes a split.
 2. Workers read their streams as Arrow record batches (bounded: one server message at a time),
-   convert rows with Vertex's BigQuery type rules (``arrow_rows``) and ``TableConverter``.
+   convert rows with Vertex's BigQuery type rules (``arrow_rows``) and ``TableConverter``; a
+   batch of numeric columns becomes one array without a Python row (``arrow_rows``).
 3. Where the Storage Read API cannot be used (not enabled, or an emulator with no gRPC endpoint)
    the splits are row ranges read page by page with ``tabledata.list`` (REST).
 
@@ -70,8 +71,6 @@ EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
 STORAGE_EMULATOR_ENV = "BIGQUERY_STORAGE_EMULATOR_HOST"
 # Storage Read API streams asked for per CPU core (the service may give fewer).
 READ_STREAMS_PER_CPU = 2
-# Rows of a Storage Read API message turned into Python values at a time.
-CONVERT_ROWS = 8192
 # Rows per split, and per page, when reading through tabledata.list (REST fallback).
 REST_SPLIT_ROWS = 100_000
 REST_PAGE_ROWS = 5_000
@@ -386,14 +385,19 @@ class BigQuerySource(Source):
     def batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
         """Reads a stream (or row range) in converted batches of ``batch_size`` rows.
 
+        Storage Read API streams are Arrow: their batches are converted as Parquet's are
+        (``arrow_rows.convert_batch``: numeric columns become one array, no Python row).
+
         Raises:
             UserError: the table went away or reading it was refused.
         """
-        rows = self._stream_rows(split) if self.mode == "storage" else self._rest_rows(split)
         conv = self._conv()
+        if self.mode == "storage":
+            yield from self._arrow_batches(split, batch_size, conv)
+            return
         pending: list[list[Any]] = []
         read = 0  # rows of the split before ``pending``
-        for chunk in _reading(rows, self._table_subject()):
+        for chunk in _reading(self._rest_rows(split), self._table_subject()):
             pending.extend(chunk)
             start = 0
             while len(pending) - start >= batch_size:
@@ -423,19 +427,40 @@ class BigQuerySource(Source):
 
         return locate
 
-    def _stream_rows(self, split: Split) -> Iterator[list[list[Any]]]:
+    def _arrow_batches(
+        self, split: Split, batch_size: int, conv: TableConverter
+    ) -> Iterator[Batch]:
+        """A stream's record batches, regrouped (without copying) into batches of batch_size."""
         import pyarrow as pa
 
-        from batchpredict.io.arrow_rows import batch_rows
+        from batchpredict.io.arrow_rows import convert_batch
+
+        pending: list[Any] = []
+        count = read = 0  # rows in ``pending``; rows of the stream before them
+        for record_batch in _reading(self._stream_batches(split), self._table_subject()):
+            if not record_batch.num_rows:
+                continue
+            pending.append(record_batch)
+            count += record_batch.num_rows
+            while count >= batch_size:
+                table = pa.Table.from_batches(pending)
+                head = convert_batch(table.slice(0, batch_size), conv)
+                yield Batch(head, batch_size, self._locator(split, read))
+                pending = table.slice(batch_size).to_batches()
+                count -= batch_size
+                read += batch_size
+        if count:
+            rest = convert_batch(pa.Table.from_batches(pending), conv)
+            yield Batch(rest, count, self._locator(split, read))
+
+    def _stream_batches(self, split: Split) -> Iterator[Any]:
+        import pyarrow as pa
 
         schema = _arrow_schema(self.arrow_schema)
         for message in self._client("read").read_rows(split.uri):
             data = message.arrow_record_batch.serialized_record_batch
-            if not data:
-                continue
-            record_batch = pa.ipc.read_record_batch(pa.py_buffer(data), schema)
-            for offset in range(0, record_batch.num_rows, CONVERT_ROWS):
-                yield batch_rows(record_batch.slice(offset, CONVERT_ROWS))
+            if data:
+                yield pa.ipc.read_record_batch(pa.py_buffer(data), schema)
 
     def _rest_rows(self, split: Split) -> Iterator[list[list[Any]]]:
         from google.cloud import bigquery
