@@ -1,6 +1,7 @@
 """Cloud Storage without credentials or network fails in seconds, in one line, and says why.
 
-No emulator here: these are the checks that run before gcsfs is asked anything.
+These are the checks that run before gcsfs is asked anything; the emulator stands in for a public
+bucket read anonymously.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 from batchpredict import BatchPredictionJobSpec, run_batch_prediction
 from batchpredict.errors import UserError
 from batchpredict.io import fs
+from tests.cloud_fixtures import *  # noqa: F403 - fixtures
+from tests.cloud_fixtures import gcs_put
 
 BIN = os.path.join(os.path.dirname(sys.executable), "batchpredict")
 
@@ -97,3 +100,44 @@ def test_unreachable_host_is_named_and_not_taken_for_a_missing_bucket(
     assert "this is not a missing bucket or object" in message
     assert "\n" not in message
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_public_bucket_is_read_without_credentials_when_asked(
+    tmp_path, sklearn_model_dir, bucket, gcs_emulator
+):
+    # the emulator stands for a public bucket, reached as gcsfs reaches any endpoint (fsspec's
+    # FSSPEC_GCS_ENDPOINT_URL), not through the emulator switch
+    gcs_put(f"{bucket}/in/data.jsonl", "[1, 2, 3, 4]\n[5, 6, 7, 8]\n")
+    env = {**_no_credentials_env(tmp_path), "FSSPEC_GCS_ENDPOINT_URL": gcs_emulator}
+
+    def predict(out: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [BIN, "predict", "--job-display-name", "j", "--model-uri", sklearn_model_dir]
+            + ["--gcs-source-uris", f"{bucket}/in/*.jsonl", "--no-progress"]
+            + ["--gcs-destination-output-uri-prefix", str(tmp_path / out)],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=300,
+        )
+
+    refused = predict("refused")  # without the opt-out: credentials are asked for
+    assert refused.returncode == 1
+    assert "no Application Default Credentials" in refused.stderr
+    assert "set BATCHPREDICT_GCS_ANONYMOUS=1" in refused.stderr
+    for out, extra in [
+        ("ours", {"BATCHPREDICT_GCS_ANONYMOUS": "1"}),
+        ("fsspec", {"FSSPEC_GCS_TOKEN": "anon"}),
+    ]:
+        proc = predict(out, **extra)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["completion_stats"]["successful_count"] == 2
+
+
+def test_anonymous_access_still_says_when_the_host_is_unreachable(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHPREDICT_GCS_ANONYMOUS", "1")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setattr(fs, "GCS_HOST", "storage.invalid")
+    monkeypatch.setattr(fs, "_gcs_checked", False)
+    with pytest.raises(UserError, match=r"Cloud Storage \(storage.invalid:443\) is unreachable"):
+        fs.filesystem("gs://public-bucket/data.jsonl")

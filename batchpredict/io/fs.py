@@ -28,6 +28,9 @@ STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 GCS_HOST = "storage.googleapis.com"
 GCS_PORT = 443
 CONNECT_TIMEOUT_SECONDS = 5.0
+# Set to 1 to read public buckets without credentials: no Application Default Credentials check,
+# gcsfs's anonymous access (fsspec's own FSSPEC_GCS_TOKEN=anon does the same).
+ANONYMOUS_ENV = "BATCHPREDICT_GCS_ANONYMOUS"
 # Client libraries that log each retry with a traceback; their warnings still show.
 QUIET_LOGGERS = ("gcsfs", "google.auth", "google.cloud", "urllib3", "aiohttp")
 # A remote file handed to pyarrow is copied into Arrow's memory in pieces of this size.
@@ -68,18 +71,54 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         return gcs, gcs._strip_protocol(uri)
     if uri.startswith(GCS_SCHEMES):
         check_gcs_access(uri)
+        if anonymous_gcs():  # public buckets: gcsfs's core client, no credential lookup
+            from gcsfs.core import GCSFileSystem
+
+            options = {k: v for k, v in _fsspec_gcs_options().items() if k != "token"}
+            gcs = GCSFileSystem(token="anon", **options)
+            return gcs, gcs._strip_protocol(uri)
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
 
 
+def _fsspec_gcs_options() -> dict:
+    """The options fsspec is configured with for ``gcs`` (``FSSPEC_GCS_*``, its config files)."""
+    import fsspec.config
+
+    return dict(fsspec.config.conf.get("gcs", {}))
+
+
+def _gcs_endpoint() -> tuple[str, int]:
+    """The host and port gcsfs calls: fsspec's ``endpoint_url`` for gcs if set, else Google's."""
+    from urllib.parse import urlsplit
+
+    url = _fsspec_gcs_options().get("endpoint_url")
+    if not url:
+        return GCS_HOST, GCS_PORT
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    return parts.hostname or GCS_HOST, parts.port or (80 if parts.scheme == "http" else 443)
+
+
+def anonymous_gcs() -> bool:
+    """True when Cloud Storage is read without credentials (public buckets).
+
+    Asked for with ``BATCHPREDICT_GCS_ANONYMOUS=1``, or with fsspec's own ``token: anon`` for
+    ``gcs`` (``FSSPEC_GCS_TOKEN=anon``).
+    """
+    if os.environ.get(ANONYMOUS_ENV, "0") not in ("", "0"):
+        return True
+    return _fsspec_gcs_options().get("token") == "anon"
+
+
 def check_gcs_access(uri: str) -> None:
     """Fails in seconds, in one line, when Cloud Storage cannot work from this machine.
 
-    Checked once per process: Application Default Credentials exist, and Cloud Storage's host
-    answers. Without this, gcsfs retries for a minute or more and a missing bucket and an
-    unreachable host look alike ("does not exist").
+    Checked once per process: Application Default Credentials exist (unless anonymous access was
+    asked for, see ``anonymous_gcs``), and Cloud Storage's host answers. Without this, gcsfs
+    retries for a minute or more and a missing bucket and an unreachable host look alike ("does
+    not exist").
 
     Raises:
         UserError: no credentials (and how to get them), or the host is unreachable.
@@ -92,19 +131,22 @@ def check_gcs_access(uri: str) -> None:
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        google.auth.default()
+        if not anonymous_gcs():
+            google.auth.default()
     except DefaultCredentialsError:
         raise UserError(
             f"Cannot read or write {uri!r}: no Application Default Credentials for Cloud "
             "Storage. Run `gcloud auth application-default login`, or set "
             "GOOGLE_APPLICATION_CREDENTIALS to a service account key file (on Vertex AI and GCE "
-            f"the attached service account is used); for an emulator set {STORAGE_EMULATOR_ENV}."
+            f"the attached service account is used); for an emulator set {STORAGE_EMULATOR_ENV}; "
+            f"to read a public bucket without credentials set {ANONYMOUS_ENV}=1."
         ) from None
+    host, port = _gcs_endpoint()
     try:
-        socket.create_connection((GCS_HOST, GCS_PORT), timeout=CONNECT_TIMEOUT_SECONDS).close()
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_SECONDS).close()
     except OSError as err:
         raise UserError(
-            f"Cannot read or write {uri!r}: Cloud Storage ({GCS_HOST}:{GCS_PORT}) is unreachable "
+            f"Cannot read or write {uri!r}: Cloud Storage ({host}:{port}) is unreachable "
             f"from this machine ({err.strerror or err}). Check the network, proxy or firewall; "
             "this is not a missing bucket or object."
         ) from None
