@@ -20,10 +20,10 @@ from typing import Any
 from batchpredict.errors import BatchPredictError, environment_error
 from batchpredict.spec import (
     CONTAINER_RESOURCE_FIELDS,
-    FIELD_CHOICES,
     VERTEX_BACKEND_FIELDS,
     VERTEX_ONLY_FIELDS,
     BatchPredictionJobSpec,
+    field_choices,
     field_docs,
 )
 
@@ -62,7 +62,36 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
-def _help(name: str, docs: dict[str, str], default: Any) -> str:
+class _LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser whose arguments are added when it is first used.
+
+    ``batchpredict --help`` and ``batchpredict example`` then never build the predict flags,
+    which need the spec's docstrings and the format registry.
+    """
+
+    def __init__(self, *args: Any, populate: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def _ready(self) -> None:
+        populate, self._populate = self._populate, None
+        if populate is not None:
+            populate(self)
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        self._ready()
+        return super().parse_known_args(*args, **kwargs)
+
+    def format_help(self) -> str:
+        self._ready()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._ready()
+        return super().format_usage()
+
+
+def _help(name: str, docs: dict[str, str], default: Any, choices: dict[str, Any]) -> str:
     text = docs.get(name, "")
     if name in CONTAINER_RESOURCE_FIELDS:
         text = f"[Vertex; locally only serving containers use it] {text}"
@@ -70,8 +99,8 @@ def _help(name: str, docs: dict[str, str], default: Any) -> str:
         text = f"[Vertex only; recorded locally] {text}"
     elif name in VERTEX_BACKEND_FIELDS:
         text = f"[vertex backend] {text}"
-    if name in FIELD_CHOICES:
-        text += " Choices: " + ", ".join(repr(c) if c == "" else c for c in FIELD_CHOICES[name])
+    if name in choices:
+        text += " Choices: " + ", ".join(repr(c) if c == "" else c for c in choices[name])
         text += "."
     if default is not dataclasses.MISSING:
         shown = json.dumps(default) if isinstance(default, (dict, list, str)) else default
@@ -82,6 +111,7 @@ def _help(name: str, docs: dict[str, str], default: Any) -> str:
 def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(BatchPredictionJobSpec)
     docs = field_docs()
+    choices = field_choices()
     required = parser.add_argument_group("required")
     for f in dataclasses.fields(BatchPredictionJobSpec):
         hint = hints[f.name]
@@ -90,10 +120,10 @@ def _add_spec_flags(parser: argparse.ArgumentParser) -> None:
         default = f.default
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
-        kwargs: dict[str, Any] = {"dest": f.name, "help": _help(f.name, docs, default)}
-        if f.name in FIELD_CHOICES:
-            kwargs["choices"] = FIELD_CHOICES[f.name]
-            kwargs["metavar"] = "{" + ",".join(c for c in FIELD_CHOICES[f.name] if c) + "}"
+        kwargs: dict[str, Any] = {"dest": f.name, "help": _help(f.name, docs, default, choices)}
+        if f.name in choices:
+            kwargs["choices"] = choices[f.name]
+            kwargs["metavar"] = "{" + ",".join(c for c in choices[f.name] if c) + "}"
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             kwargs["required"] = True
         if hint is bool:
@@ -133,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"print the traceback of an internal error (or set {DEBUG_ENV}=1)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    predict = sub.add_parser(
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_LazyParser)
+    sub.add_parser(
         "predict",
         help="run a batch prediction job",
         description="Runs a batch prediction job: one flag per input of GCPC's "
@@ -142,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Flags marked [Vertex only] are accepted and recorded by the local backend.",
         epilog=PREDICT_EXAMPLES,
         formatter_class=_HelpFormatter,
+        populate=_add_spec_flags,
     )
-    _add_spec_flags(predict)
     example = sub.add_parser("example", help="run a small bundled example job end to end")
     example.add_argument("--workdir", default=EXAMPLE_DIR, help="where inputs and output go")
     example.add_argument("--rows", type=int, default=20000, help="instances to predict")
@@ -156,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     0 done, 1 a user error (arguments, input, model, a full disk), 13 an internal error (one line;
     the traceback with --debug or BATCHPREDICT_DEBUG=1), 130 Ctrl-C, 143 SIGTERM.
     """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)  # --help exits here, before the engine is imported
     from batchpredict.engine import Terminated, sigterm_stops_job
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
     try:
         with sigterm_stops_job():

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchpredict.errors import UserError
-from batchpredict.io import formats
 from batchpredict.io.base import BIGQUERY_DESTINATION, BIGQUERY_SOURCE, GCS_DESTINATION, GCS_SOURCE
 from batchpredict.result import check_max_failed_fraction
 
-# The formats and what each can do are stated on their classes (batchpredict/io/formats.py).
-INSTANCES_FORMATS = formats.input_formats()
-PREDICTIONS_FORMATS = formats.output_formats()
+# The formats and what each can do are stated on their classes (batchpredict/io/formats.py). The
+# registry imports every source and writer (BigQuery's too), so it is imported when first needed
+# (validate, field_choices), not with this module: ``INSTANCES_FORMATS``,
+# ``PREDICTIONS_FORMATS`` and ``FIELD_CHOICES`` are computed on first access (``__getattr__``).
 INSTANCE_TYPES = ("", "object", "array")
 BACKENDS = ("local", "vertex")
 # How the local backend serves the model (batchpredict.models.SERVING_MODES).
@@ -29,14 +29,29 @@ SERVING_MODES = ("auto", "in_process", "container")
 # (bench/engine_bench.py). A user's value is always respected exactly.
 DEFAULT_BATCH_SIZE = 2048
 
-# The allowed values of the fields that have a fixed set.
-FIELD_CHOICES = {
-    "instances_format": INSTANCES_FORMATS,
-    "predictions_format": PREDICTIONS_FORMATS,
-    "instance_type": INSTANCE_TYPES,
-    "backend": BACKENDS,
-    "serving_mode": SERVING_MODES,
-}
+
+def field_choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of the fields that have a fixed set (formats from the registry)."""
+    from batchpredict.io import formats
+
+    return {
+        "instances_format": formats.input_formats(),
+        "predictions_format": formats.output_formats(),
+        "instance_type": INSTANCE_TYPES,
+        "backend": BACKENDS,
+        "serving_mode": SERVING_MODES,
+    }
+
+
+def __getattr__(name: str) -> Any:  # the registry's facts, imported on first use
+    if name == "FIELD_CHOICES":
+        return field_choices()
+    if name == "INSTANCES_FORMATS":
+        return field_choices()["instances_format"]
+    if name == "PREDICTIONS_FORMATS":
+        return field_choices()["predictions_format"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Inputs that only mean something on Vertex AI. The local backend accepts and records them.
 VERTEX_ONLY_FIELDS = (
@@ -230,6 +245,8 @@ class BatchPredictionJobSpec:
 
     def validate(self) -> None:
         """Refuse invalid inputs and combinations before any work, naming the values and the fix."""
+        from batchpredict.io import formats
+
         source = formats.source_class(self.instances_format)
         writer = formats.writer_class(self.predictions_format)
         _check_choice("instance_type", self.instance_type, INSTANCE_TYPES)

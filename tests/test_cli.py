@@ -153,3 +153,45 @@ def test_headerless_csv_is_warned_about(tmp_path, sklearn_model_dir, iris):
     )
     assert proc.returncode == 0, proc.stderr
     assert "looks like data" not in proc.stderr
+
+
+def test_help_and_the_spec_import_leave_the_format_registry_and_engine_unloaded():
+    # small jobs and `--help` start faster: the registry (every source and writer, BigQuery's
+    # too) is imported when a spec is validated, the engine when a job runs
+    heavy = ("batchpredict.io.formats", "batchpredict.io.bigquery", "batchpredict.engine")
+    probe = (
+        "import sys, contextlib\n"
+        "{code}\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    spec_only = "import batchpredict.spec"
+    top_help = (
+        "from batchpredict.cli import main\n"
+        "with contextlib.redirect_stdout(None), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])"
+    )
+    predict_help = top_help.replace("'--help'", "'predict', '--help'")
+    validated = (
+        "from batchpredict.spec import BatchPredictionJobSpec, FIELD_CHOICES\n"
+        "assert FIELD_CHOICES['predictions_format'] == ('jsonl', 'csv', 'parquet', 'bigquery')\n"
+        "BatchPredictionJobSpec(job_display_name='j', model_uri='m', gcs_source_uris=['a'],\n"
+        "    gcs_destination_output_uri_prefix='o').validate()"
+    )
+    loaded = {}
+    for name, code in [
+        ("spec", spec_only),
+        ("help", top_help),
+        ("predict_help", predict_help),
+        ("validated", validated),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-c", probe.format(code=code)], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        loaded[name] = proc.stdout.strip()
+    assert loaded == {
+        "spec": "",
+        "help": "",
+        "predict_help": "batchpredict.io.formats,batchpredict.io.bigquery",  # the choices
+        "validated": "batchpredict.io.formats,batchpredict.io.bigquery",
+    }
