@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format compile check-specs bench bench-tf image push clean
+.PHONY: setup run test test-fast lint format compile check-specs bench bench-small bench-tf image push clean
 
 setup: $(VENV)/.installed
 
@@ -55,8 +55,13 @@ image: setup
 push: setup
 	PYTHON=$(BIN)/python containers/push_image.sh
 
+## bench: the engine against hand-written floors and the predict ceiling (1M and 10M JSONL rows)
 bench: setup
 	$(BIN)/python bench/engine_bench.py
+
+## bench-small: a 1,000-row job through the compiled component under kfp.local, time broken down
+bench-small: setup
+	$(BIN)/python bench/small_job_bench.py
 
 ## bench-tf: Google's tutorial CNN, the engine against a hand-written TensorFlow loop
 bench-tf: setup

@@ -76,15 +76,18 @@ class Converted:
     """One batch after conversion.
 
     Attributes:
-        instances: what the model receives, in order.
-        displays: the output's ``instance`` (or ``key``) for each instance, same order.
+        instances: what the model receives, in order: a list, or a 2-D NumPy array of numeric
+            rows from a source that reads them in bulk (the engine gives handlers that take
+            only lists ``tolist()``).
+        displays: the output's ``instance`` (or ``key``) for each instance, same order (a list,
+            an array, or ``io.encoding.EncodedRows``).
         failures: ``(display, error)`` for each record that could not be converted.
         columns: the names of an array instance's values, when known (tables; JSONL objects
             turned into arrays by included_fields).
     """
 
-    instances: list[Any] = field(default_factory=list)
-    displays: list[Any] = field(default_factory=list)
+    instances: Any = field(default_factory=list)
+    displays: Any = field(default_factory=list)
     failures: list[tuple[Any, InstanceError]] = field(default_factory=list)
     columns: list[str] | None = None
     # For each failure, its position among the batch's input records (to locate it in the file).

@@ -7,7 +7,6 @@ bytes become text.
 from __future__ import annotations
 
 import json
-from bisect import bisect_right
 from typing import Any
 
 import orjson
@@ -93,6 +92,35 @@ def _positions(data: bytes, markers: tuple[bytes, ...]) -> list[int]:
     return found
 
 
+class EncodedRows:
+    """The rows of a 2-D array with each row's ``json.dumps`` text, as a bulk reader made them.
+
+    Stands for a batch's displays: ``dumps_many`` returns the text without encoding again;
+    indexing gives a row of the array, ``tolist()`` its rows as lists. ``bracketed`` False: each
+    text lacks its enclosing ``[`` and ``]`` (the JSONL writer adds them around it).
+    """
+
+    def __init__(self, array: Any, text: list[bytes], bracketed: bool = True) -> None:
+        """``text[i]`` must be exactly ``json.dumps(array[i].tolist())`` (less its brackets)."""
+        self.array = array
+        self.text = text
+        self.bracketed = bracketed
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.array[index]
+
+    def tolist(self) -> list[Any]:
+        """The rows as lists of numbers."""
+        return self.array.tolist()
+
+    def encoded(self) -> list[bytes]:
+        """Each row's ``json.dumps`` text."""
+        return self.text if self.bracketed else [b"[" + t + b"]" for t in self.text]
+
+
 def _exact_in_orjson(array: Any) -> bool:
     """True when orjson writes ``array``'s numbers as ``json.dumps(array.tolist())`` would.
 
@@ -115,6 +143,8 @@ def dumps_many(values: Any) -> list[bytes]:
     """
     if not len(values):
         return []
+    if isinstance(values, EncodedRows):
+        return values.encoded()
     if hasattr(values, "dtype"):  # a NumPy array
         if values.ndim > 2 or not _exact_in_orjson(values):
             return dumps_many(values.tolist())
@@ -134,22 +164,31 @@ def dumps_many(values: Any) -> list[bytes]:
         parts = out[1:-1].replace(b"],", b"]\n").replace(b",", b", ").split(b"\n")
     else:
         return [dumps_bytes(v) for v in values]
-    for i in _unsafe_values(out):
+    for i in unsafe_values(out):
         parts[i] = _encode(values[i]).encode()
     return parts
 
 
-def _unsafe_values(out: bytes) -> set[int]:
+def unsafe_values(out: bytes) -> set[int]:
     """Indexes of the values of a flat orjson batch whose text could differ from json.dumps."""
-    unsafe = _positions(out, _NUMBER_UNSAFE)
-    if not unsafe:
-        return set()
-    # Value i of the batch starts after the i-th separator: a "," at depth 1 (numbers) or a "],"
-    # (rows); counting them up to each unsafe position gives its value.
+    unsafe = sorted(_positions(out, _NUMBER_UNSAFE))
+    # Value i of the batch starts after the i-th separator: a "," (numbers) or a "]," (rows).
+    # Counting them up to each unsafe position, in one pass over the text, gives its value.
     sep = b"]," if out.startswith(b"[[") else b","
-    starts = _positions(out, (sep,))
-    starts.sort()
-    return {bisect_right(starts, pos) for pos in unsafe}
+    found, index, start = set(), 0, 0
+    for pos in unsafe:
+        index += out.count(sep, start, pos)
+        start = pos
+        found.add(index)
+    return found
 
 
-__all__ = ["dumps", "dumps_bytes", "dumps_many", "json_default", "json_default_or_text"]
+__all__ = [
+    "EncodedRows",
+    "dumps",
+    "dumps_bytes",
+    "dumps_many",
+    "json_default",
+    "json_default_or_text",
+    "unsafe_values",
+]

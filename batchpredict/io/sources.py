@@ -24,6 +24,7 @@ from batchpredict.errors import CODE_INVALID_ARGUMENT, InstanceError, UserError,
 from batchpredict.instances import Converted, InstanceConfig, TableConverter, convert_json
 from batchpredict.io import fs
 from batchpredict.io.base import Batch, Source, Split, listed
+from batchpredict.io.numeric_lines import numeric_rows
 from batchpredict.io.tfrecord import TFRecordError, read_records
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,11 @@ class JsonlSource(LineSource):
     format = "jsonl"
 
     def convert_lines(self, lines: list[bytes]) -> Converted:
-        """Parses each line with orjson; a malformed line is a failure."""
+        """Parses each line with orjson; a malformed line is a failure.
+
+        A batch of flat arrays of numbers becomes one array, with its output text made at once
+        (io/numeric_lines.py).
+        """
         loads = orjson.loads
         failures, failed_at = [], []
         try:
@@ -190,6 +195,10 @@ class JsonlSource(LineSource):
                     cause = _JSON_POSITION.sub("", message)
                     failures.append(_failure(_decoded(ln.rstrip(b"\r")), message, cause))
                     failed_at.append(i)
+        if self.cfg.passthrough and not failures:
+            rows = numeric_rows(lines, values)
+            if rows is not None:
+                return Converted(instances=rows[0], displays=rows[1])
         out = convert_json(values, self.cfg)
         if failed_at or out.failure_index:  # positions among the lines, not the parsed values
             parsed = [i for i in range(len(lines)) if i not in set(failed_at)]
