@@ -185,6 +185,7 @@ class RunOutput(NamedTuple):
     directory: Path
     files: list[str]
     results: list[str]
+    errors: list[str]
     errors_stats: str
     completion: dict[str, Any]
     job_metadata: dict[str, Any]
@@ -248,14 +249,29 @@ def _collect(directory: Path, metadata: dict[str, Any]) -> RunOutput:
         for path in sorted(directory.glob("prediction.results-*"))
         for line in path.read_text().splitlines()
     )
+    errors = sorted(
+        line
+        for path in sorted(directory.glob("prediction.errors-*"))
+        for line in path.read_text().splitlines()
+    )
     completion = metadata.get("completionStats", {})  # not in the directory: Vertex's files only
+    # Which worker met the bad lines is timing: the errors files (written only by workers that
+    # had failures) may be one or two, so they are compared by content, not by name.
     return RunOutput(
         directory=directory,
-        files=sorted(p.name for p in directory.iterdir()),
+        files=sorted(p.name for p in directory.iterdir() if ".errors-" not in p.name),
         results=results,
+        errors=errors,
         errors_stats=(directory / "prediction.errors_stats-00000-of-00001").read_text(),
         completion={k: v for k, v in completion.items() if k not in TIMING_KEYS},
         job_metadata={k: v for k, v in metadata.items() if k not in TIMING_KEYS},
+    )
+
+
+def _without_source(records: list[str]) -> list[dict[str, Any]]:
+    return sorted(
+        ({k: v for k, v in json.loads(r).items() if k != "source"} for r in records),
+        key=json.dumps,
     )
 
 
@@ -295,6 +311,8 @@ def test_docker_runner_matches_subprocess_runner(image: str, tmp_path: Path) -> 
     assert sub.completion["failed_count"] == 2
     assert dock.files == sub.files
     assert dock.results == sub.results
+    # Error records name their input file, which lies under each run's own pipeline root.
+    assert _without_source(dock.errors) == _without_source(sub.errors)
     assert dock.errors_stats == sub.errors_stats
     assert dock.completion == sub.completion
     assert dock.job_metadata == sub.job_metadata
