@@ -125,3 +125,74 @@ def test_reading_a_table_then_exiting_at_once_never_aborts(tmp_path, reader):
         if not _ok(proc):
             failures.append((i, proc.returncode, proc.stderr[-300:]))
     assert not failures, failures
+
+
+PARQUET_READ_AND_MERGE = """
+import sys
+from batchpredict.instances import InstanceConfig
+from batchpredict.io.sinks import ParquetShardWriter
+from batchpredict.io.sources import ParquetSource
+source = ParquetSource([sys.argv[1]], InstanceConfig())
+rows = sum(b.read_count for s in source.splits() for b in source.batches(s, 4096))
+assert rows == 50_000, rows
+writer = ParquetShardWriter(sys.argv[2] + ".parquet", sys.argv[2] + ".errors", "key")
+writer.write(list(range(100)), [0.5] * 100, None)
+writer.write([f"s{i}" for i in range(100)], [0.5] * 100, None)  # a new segment, merged at close
+writer.close()
+"""
+
+
+def _parquet_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    path = tmp_path / "in.parquet"
+    pq.write_table(
+        pa.table({"a": [float(i) for i in range(50_000)], "b": [1.0] * 50_000}),
+        path,
+        row_group_size=20_000,
+    )
+    script = tmp_path / "read.py"
+    script.write_text(PARQUET_READ_AND_MERGE)
+    return path, script
+
+
+def test_parquet_source_and_segment_merge_hand_pyarrow_native_files(tmp_path, monkeypatch):
+    """Local Parquet inputs and result segments reach pyarrow as Arrow files, not Python ones."""
+    from batchpredict.instances import InstanceConfig
+    from batchpredict.io.sinks import ParquetShardWriter
+    from batchpredict.io.sources import ParquetSource
+
+    opened = []
+    real = pq.ParquetFile
+
+    class Recording(real):
+        def __init__(self, source, *args, **kwargs):
+            opened.append(type(source))
+            super().__init__(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", Recording)
+    path, _ = _parquet_inputs(tmp_path)
+    source = ParquetSource([str(path)], InstanceConfig())
+    assert sum(b.read_count for s in source.splits() for b in source.batches(s, 4096)) == 50_000
+    out = tmp_path / "shard"
+    writer = ParquetShardWriter(f"{out}.parquet", f"{out}.errors", "key")
+    writer.write(list(range(10)), [0.5] * 10, None)
+    writer.write([f"s{i}" for i in range(10)], [0.5] * 10, None)
+    writer.close()
+    assert pq.read_table(f"{out}.parquet").column("key").to_pylist()[-1] == "s9"
+    assert opened and all(issubclass(t, pa.NativeFile) for t in opened), opened
+
+
+@pytest.mark.slow
+def test_parquet_read_and_merge_then_exiting_never_aborts(tmp_path):
+    """The engine's own Parquet reads (source splits and batches, segment merge), then exit."""
+    path, script = _parquet_inputs(tmp_path)
+    failures = []
+    for i in range(READ_RUNS // 2):
+        proc = subprocess.run(
+            [sys.executable, str(script), str(path), str(tmp_path / f"shard{i}")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if not _ok(proc):
+            failures.append((i, proc.returncode, proc.stderr[-300:]))
+    assert not failures, failures

@@ -284,3 +284,31 @@ def test_tables_on_gcs_are_read_into_arrow_memory(bucket, monkeypatch):
     assert results.read_table_file(f"{bucket}/tables/t.csv").equals(table)
     assert tables.read_table(f"{bucket}/tables").equals(table)  # the directory's Parquet file
     assert pacsv.read_csv(fs.arrow_file(f"{bucket}/tables/t.csv")).num_rows == 3
+
+
+def test_parquet_source_and_segment_merge_on_gcs(bucket):
+    """gs:// Parquet inputs are read by row group, and result segments merge, on Cloud Storage."""
+    import io
+
+    import pyarrow as pa
+
+    from batchpredict.instances import InstanceConfig
+    from batchpredict.io.sinks import ParquetShardWriter
+    from batchpredict.io.sources import ParquetSource
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"a": [float(i) for i in range(30)]}), sink, row_group_size=10)
+    gcs_put(f"{bucket}/pq/in.parquet", sink.getvalue())
+    source = ParquetSource([f"{bucket}/pq/in.parquet"], InstanceConfig())
+    splits = source.splits()
+    assert len(splits) == 3
+    assert sum(b.read_count for s in splits for b in source.batches(s, 4)) == 30
+    writer = ParquetShardWriter(f"{bucket}/pq/r.parquet", f"{bucket}/pq/r.errors", "key")
+    writer.write(list(range(5)), [0.5] * 5, None)
+    writer.write([f"s{i}" for i in range(5)], [0.5] * 5, None)  # a segment, merged at close
+    writer.close()
+    table = pq.read_table(io.BytesIO(gcs_read(f"{bucket}/pq/r.parquet")))
+    assert table.column("key").to_pylist() == [str(i) for i in range(5)] + [
+        f"s{i}" for i in range(5)
+    ]
+    assert not any("segment" in p for p in gcs_find(f"{bucket}/pq"))

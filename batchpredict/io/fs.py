@@ -312,6 +312,31 @@ def arrow_file(uri: str) -> Any:
     return pa.BufferReader(sink.getvalue())
 
 
+def arrow_input(uri: str) -> Any:
+    """``uri`` opened for pyarrow's Parquet readers that read part of a file (row groups, metadata).
+
+    A local file is a native Arrow file, for the reason given in ``arrow_file``. A remote one
+    (``gs://``) stays an fsspec file, read by ranges: copying a whole remote file into memory to
+    read one row group or its footer would cost more than it saves. Use it as a context manager.
+    """
+    import pyarrow as pa
+
+    filesystem_, path = filesystem(uri)
+    if not _is_remote(filesystem_):
+        return pa.OSFile(path, "rb")
+    return filesystem_.open(path, "rb")
+
+
+def arrow_output(uri: str) -> Any:
+    """``uri`` opened for writing by pyarrow: a native Arrow file when local, fsspec's otherwise."""
+    import pyarrow as pa
+
+    filesystem_, path = filesystem(uri)
+    if not _is_remote(filesystem_):
+        return pa.OSFile(path, "wb")
+    return filesystem_.open(path, "wb")
+
+
 def file_size(uri: str) -> int:
     """The size of ``uri`` in bytes."""
     fs, path = filesystem(uri)

@@ -536,14 +536,14 @@ class ParquetShardWriter(TableShardWriter):
 
         files = [self.results_uri, *self._segments]
         schemas = []
-        for uri in files:
-            with fs.open_file(uri, "rb") as f:
+        for uri in files:  # native Arrow files, not Python ones: see fs.arrow_file
+            with fs.arrow_input(uri) as f:
                 schemas.append(pq.ParquetFile(f).schema_arrow)
         schema = _widened_schema(schemas)
         tmp = self.results_uri + ".widened"
-        with fs.open_file(tmp, "wb") as out, _parquet_writer(out, schema) as writer:
+        with fs.arrow_output(tmp) as out, _parquet_writer(out, schema) as writer:
             for uri in files:
-                with fs.open_file(uri, "rb") as f:
+                with fs.arrow_input(uri) as f:
                     pf = pq.ParquetFile(f)
                     for i in range(pf.num_row_groups):
                         writer.write_table(_conform(pf.read_row_group(i), schema))

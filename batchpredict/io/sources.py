@@ -463,7 +463,7 @@ class ParquetSource(Source):
 
         out = []
         for uri in self.uris:
-            with fs.open_file(uri, "rb") as f:
+            with fs.arrow_input(uri) as f:  # not a Python file object: see fs.arrow_file
                 meta = pq.ParquetFile(f).metadata
             for i in range(meta.num_row_groups):
                 out.append(Split(uri, i, -1, meta.row_group(i).num_rows))
@@ -479,7 +479,7 @@ class ParquetSource(Source):
 
         if split.end == 0:
             return
-        with fs.open_file(split.uri, "rb") as f:
+        with fs.arrow_input(split.uri) as f:  # not a Python file object: see fs.arrow_file
             pf = pq.ParquetFile(f)
             conv = self._converters.get(split.uri)
             if conv is None:
