@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchpredict.instances import InstanceConfig
-from batchpredict.io import numeric_lines
+from batchpredict.io import numeric_lines, sources
+from batchpredict.io.encoding import dumps_many
 from batchpredict.io.numeric_lines import numeric_rows
 from batchpredict.io.sources import JsonlSource
 from tests.conftest import write_jsonl
@@ -57,7 +58,7 @@ def every_batch_size(monkeypatch):
 def test_bulk_rows_equal_the_general_path_or_are_refused(rows, writer):
     lines = [writers[writer](row) for row in rows]
     values, text = general_path(lines)
-    bulk = numeric_rows(lines, values)
+    bulk = numeric_rows(lines)
     if bulk is None:  # refused: the general path reads the batch
         return
     array, displays = bulk
@@ -82,17 +83,21 @@ def test_bulk_rows_equal_the_general_path_or_are_refused(rows, writer):
         [b"[]", b"[]"],
         [b"1.5", b"2.5"],
         [b"[null, 1.0]", b"[1.0, 2.0]"],
+        [b"[9223372036854775808, 1]", b"[1, 2]"],  # beyond int64: Python ints on the general path
+        [b"[1.0, 2.0]", b"[3.0, 4.0], [5.0, 6.0]"],  # two values on a line
+        [b"[1.0, 2.0, 3.0]", b"[3.0, 4.0, 5.0]\n"],  # a line with its newline
+        [b"[1.0, 2.0]", b"[1e400, 2.0]"],  # out of float64's range
     ],
 )
 def test_what_the_bulk_path_refuses(lines):
-    assert numeric_rows(lines, [orjson.loads(line) for line in lines]) is None
+    assert numeric_rows(lines) is None
 
 
 @pytest.mark.parametrize("writer", [orjson.dumps, lambda v: json.dumps(v).encode()])
 def test_values_written_differently_by_orjson_and_json_dumps(writer):
     values = [[1e-5, 2.0], [1e16, 9.9e-5], [1e-7, -0.0], [0.1, 5e-324]]
     lines = [writer(v) for v in values]
-    bulk = numeric_rows(lines, [orjson.loads(line) for line in lines])
+    bulk = numeric_rows(lines)
     if writer is orjson.dumps:  # json.dumps lines with 1e-05 are not orjson's text: refused
         array, displays = bulk
         assert displays.encoded() == [json.dumps(v).encode() for v in values]
@@ -174,7 +179,7 @@ def test_a_job_on_numeric_lines_predicts_arrays_and_writes_what_json_dumps_would
 def test_a_failing_instance_in_a_bulk_batch_is_isolated_and_shown_as_read(tmp_path):
     """Handlers that take lists get the array's rows; a failure shows its row and line."""
     lines = [orjson.dumps([float(i), 1e-5]) for i in range(600)]
-    assert numeric_rows(lines, [orjson.loads(line) for line in lines]) is not None
+    assert numeric_rows(lines) is not None
     from batchpredict import BatchPredictionJobSpec, run_batch_prediction
 
     module = tmp_path / "flaky_rows.py"
@@ -218,3 +223,29 @@ def test_a_failing_instance_in_a_bulk_batch_is_isolated_and_shown_as_read(tmp_pa
         (error,) = [json.loads(line) for line in f]
     assert error["instance"] == [13.0, 1e-5]
     assert error["source"] == {"uri": data, "line": 14}
+
+
+def test_without_simdjson_every_batch_takes_the_general_path_with_the_same_text(monkeypatch):
+    lines = [orjson.dumps([float(i), 0.5, 1e-5]) for i in range(300)]
+    assert numeric_rows(lines) is not None
+    source = JsonlSource(["unused"], InstanceConfig())
+    bulk = source.convert_lines(lines)
+    monkeypatch.setattr(numeric_lines, "simdjson", None)
+    assert numeric_rows(lines) is None
+    general = source.convert_lines(lines)
+    assert isinstance(general.instances, list)
+    assert general.instances == bulk.instances.tolist()
+    assert dumps_many(general.displays) == dumps_many(bulk.displays)
+
+
+def test_the_last_line_of_a_split_reads_like_the_others(tmp_path, monkeypatch):
+    """Its newline is not kept: a batch ending a split is read in bulk like the rest."""
+    monkeypatch.setattr(sources, "SPLIT_BYTES", 4096)  # splits end inside lines
+    path = write_jsonl(tmp_path / "in.jsonl", [[i + 0.25, 0.5] for i in range(2000)])
+    source = JsonlSource([path], InstanceConfig())
+    batches = [b for split in source.splits() for b in source.batches(split, 100)]
+    assert len(source.splits()) > 5
+    assert all(isinstance(b.converted.instances, np.ndarray) for b in batches)
+    assert np.concatenate([b.converted.instances for b in batches])[:, 0].tolist() == [
+        i + 0.25 for i in range(2000)
+    ]

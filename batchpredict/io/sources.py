@@ -116,7 +116,7 @@ class LineSource(Source):
                 yield lines, len(block), len(raw), blanks
             if carry:  # the last line started inside the split: finish it
                 rest = f.readline()
-                line = carry + rest
+                line = carry + rest.removesuffix(b"\n")  # as the split's other lines
                 yield ([line] if line.strip() else []), 0, 1, (None if line.strip() else [0])
 
     def batches(self, split: Split, batch_size: int) -> Iterator[Batch]:
@@ -181,6 +181,10 @@ class JsonlSource(LineSource):
         A batch of flat arrays of numbers becomes one array, with its output text made at once
         (io/numeric_lines.py).
         """
+        if self.cfg.passthrough:
+            rows = numeric_rows(lines)
+            if rows is not None:
+                return Converted(instances=rows[0], displays=rows[1])
         loads = orjson.loads
         failures, failed_at = [], []
         try:
@@ -195,10 +199,6 @@ class JsonlSource(LineSource):
                     cause = _JSON_POSITION.sub("", message)
                     failures.append(_failure(_decoded(ln.rstrip(b"\r")), message, cause))
                     failed_at.append(i)
-        if self.cfg.passthrough and not failures:
-            rows = numeric_rows(lines, values)
-            if rows is not None:
-                return Converted(instances=rows[0], displays=rows[1])
         out = convert_json(values, self.cfg)
         if failed_at or out.failure_index:  # positions among the lines, not the parsed values
             parsed = [i for i in range(len(lines)) if i not in set(failed_at)]
