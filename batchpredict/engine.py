@@ -25,6 +25,7 @@ Steps of a job (``run_job``):
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import multiprocessing as mp
 import os
@@ -412,6 +413,9 @@ class _Worker:
 
     def run(self) -> None:
         self.handler = load_handler(self.plan.model, single_thread=self.plan.workers > 1)
+        # The framework's modules and the model live as long as the worker: out of the garbage
+        # collector's way, so its full passes scan only what batches create.
+        gc.freeze()
         self.counts.framework = self.handler.framework
         # Opened now: every worker's part exists, as every shard of a Vertex job does.
         self.writer = self.plan.destination.shard_writer(self.part, self.plan.workers)

@@ -96,15 +96,13 @@ class EncodedRows:
     """The rows of a 2-D array with each row's ``json.dumps`` text, as a bulk reader made them.
 
     Stands for a batch's displays: ``dumps_many`` returns the text without encoding again;
-    indexing gives a row of the array, ``tolist()`` its rows as lists. ``bracketed`` False: each
-    text lacks its enclosing ``[`` and ``]`` (the JSONL writer adds them around it).
+    indexing gives a row of the array, ``tolist()`` its rows as lists.
     """
 
-    def __init__(self, array: Any, text: list[bytes], bracketed: bool = True) -> None:
-        """``text[i]`` must be exactly ``json.dumps(array[i].tolist())`` (less its brackets)."""
+    def __init__(self, array: Any, text: list[bytes]) -> None:
+        """``text[i]`` must be exactly ``json.dumps(array[i].tolist())``."""
         self.array = array
         self.text = text
-        self.bracketed = bracketed
 
     def __len__(self) -> int:
         return len(self.text)
@@ -118,7 +116,7 @@ class EncodedRows:
 
     def encoded(self) -> list[bytes]:
         """Each row's ``json.dumps`` text."""
-        return self.text if self.bracketed else [b"[" + t + b"]" for t in self.text]
+        return self.text
 
 
 def _exact_in_orjson(array: Any) -> bool:

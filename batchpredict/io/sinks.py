@@ -22,7 +22,7 @@ from batchpredict.errors import InstanceError, UserError, first_line
 from batchpredict.instances import INSTANCE, KEY, display_label
 from batchpredict.io import fs, publish
 from batchpredict.io.base import Destination, OutputPlan, ShardWriter, listed
-from batchpredict.io.encoding import UNENCODABLE, EncodedRows, dumps, dumps_many, unencodable
+from batchpredict.io.encoding import UNENCODABLE, dumps, dumps_many, unencodable
 
 # Written and deleted under the temporary prefix before work starts, to check write access.
 REMOTE_PROBE_FILE = ".write-probe"
@@ -260,13 +260,8 @@ class JsonlShardWriter(ShardWriter):
     def write(self, displays: list[Any], predictions: list[Any], columns: list[str] | None) -> None:
         """One line per result; identical to ``json.dumps({label: d, "prediction": p})``."""
         n = len(displays)
-        head, mid = self._head, b', "prediction": '
-        if isinstance(displays, EncodedRows) and not displays.bracketed:
-            head, mid, text = head + b"[", b"]" + mid, displays.text
-        else:
-            text = dumps_many(displays)
-        parts: list[bytes] = [head, b"", mid, b"", b"}\n"] * n
-        parts[1::5] = text
+        parts: list[bytes] = [self._head, b"", b', "prediction": ', b"", b"}\n"] * n
+        parts[1::5] = dumps_many(displays)
         parts[3::5] = dumps_many(predictions)
         self._results.write(b"".join(parts))
 

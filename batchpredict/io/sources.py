@@ -109,10 +109,10 @@ class LineSource(Source):
                 pos += len(block)
                 raw = (carry + block).split(b"\n")
                 carry = raw.pop()
-                lines = [ln for ln in raw if ln.strip()]
+                lines = [ln for ln in raw if ln and not ln.isspace()]  # no copy, as strip()
                 blanks = None
                 if len(lines) != len(raw):
-                    blanks = [i for i, ln in enumerate(raw) if not ln.strip()]
+                    blanks = [i for i, ln in enumerate(raw) if not ln or ln.isspace()]
                 yield lines, len(block), len(raw), blanks
             if carry:  # the last line started inside the split: finish it
                 rest = f.readline()
