@@ -151,7 +151,8 @@ class BatchPredictionJobSpec:
             JSON object); the vertex backend sends it as GCPC does.
         model_display_name: the model name in the output directory's name; default:
             job_display_name.
-        workers: local worker processes; 0: one per CPU core.
+        workers: local worker processes; 0: one per CPU core (one for TensorFlow models and
+            serving containers, which use every core themselves).
         return_probabilities: classifiers return class probabilities instead of labels.
         predictor_class: a Custom Prediction Routine Predictor, module:Class or
             path/file.py:Class.

@@ -107,7 +107,8 @@ def model_batch_predict(
         encryption_spec_key_name: Vertex only (recorded locally).
         project: Project of the job (vertex backend); empty means the environment's default.
         backend: ``local`` (this machine) or ``vertex`` (Vertex AI).
-        workers: Local worker processes; 0 means one per CPU core.
+        workers: Local worker processes; 0 means one per CPU core (one for TensorFlow models
+            and serving containers, which use every core themselves).
         output_directory_name: A fixed output directory name instead of
             ``prediction-<model>-<timestamp>`` (local backend): the path is known in advance.
         max_failed_fraction: Fail the step when more than this fraction of instances failed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import numpy as np
 import pytest
@@ -240,6 +241,27 @@ def test_spawned_workers_each_load_the_model(tmp_path, jpeg_model_dir, jpegs):
     out = read_output(result.gcs_output_directory, result)
     assert result.stats["workers"] == 2
     assert out["stats"]["successful_count"] == 18 and out["errors"] == []
+
+
+def test_one_worker_by_default_as_tensorflow_uses_every_core(
+    tmp_path, monkeypatch, multi_model_dir
+):
+    """Three files, four cores: one worker unless the user asks for more (workers=2 above)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    files = [
+        write_jsonl(tmp_path / f"in{i}.jsonl", [{"x": [1.0, 2.0], "tag": "a"}]) for i in range(3)
+    ]
+    result = run_batch_prediction(
+        BatchPredictionJobSpec(
+            job_display_name="tf",
+            gcs_source_uris=files,
+            model_uri=multi_model_dir,
+            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
+            progress=False,
+        )
+    )
+    assert result.stats["workers"] == 1
+    assert result.completion_stats["successful_count"] == 3
 
 
 FORK_SCRIPT = """

@@ -21,7 +21,7 @@ from batchpredict.errors import InternalError, environment_error
 from batchpredict.instances import InstanceConfig
 from batchpredict.io import formats
 from batchpredict.io.base import Destination, Source
-from batchpredict.models import CONTAINER, resolve_model
+from batchpredict.models import CONTAINER, handler_class, resolve_model
 from batchpredict.result import (
     JOB_STATE_SUCCEEDED,
     LOCAL_RESOURCE_TYPE,
@@ -116,8 +116,10 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
     destination = build_destination(spec, started)
     destination.use_source(source)
     # Through a container, one worker process with requests in flight is the default: the
-    # server does the work; more client processes only take cores from it.
-    workers = spec.worker_count if spec.workers > 0 or not in_container else 1
+    # server does the work; more client processes only take cores from it. A framework whose
+    # predict uses every core itself (TensorFlow) also gets one worker unless the user sets more.
+    one_process = in_container or handler_class(model).uses_every_core
+    workers = spec.worker_count if spec.workers > 0 or not one_process else 1
     plan = JobPlan(
         source=source,
         destination=destination,

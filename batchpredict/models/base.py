@@ -51,20 +51,21 @@ class ModelHandler(ABC):
     """Loads a model and predicts batches of instances.
 
     Hooks the engine calls, in order: ``limit_threads`` (when several workers share the cores; may
-    come before or after ``load``), ``load`` (once per worker, or once in the main process when
-    ``share_with_forked_workers``), ``predict`` per batch, ``classify_error`` for each isolated
+    come before or after ``load``), ``load`` (once per worker; never in the main process, so a
+    crash in it is a worker's death), ``predict`` per batch, ``classify_error`` for each isolated
     failure, ``close`` when the worker ends.
     """
 
     framework = ""
-    # Whether a model loaded in the main process may be inherited by forked worker processes
-    # (copy-on-write). False for runtimes with native thread pools (TensorFlow): each worker then
-    # loads its own copy.
-    share_with_forked_workers = True
     # Whether ``predict`` takes a 2-D NumPy array (one row per instance) as well as a list. Sources
     # that read numeric rows in bulk (JSONL arrays of numbers, Parquet, BigQuery) hand such an
     # array over without a Python object per value; other handlers get ``array.tolist()``.
     accepts_arrays = False
+    # Whether one process's ``predict`` already keeps every core busy (a runtime with its own
+    # thread pools, as TensorFlow's). The local backend then starts one worker unless the user
+    # sets ``workers``: more processes would each load the runtime and the model and contend for
+    # the same cores (bench/tf_bench.py measures it).
+    uses_every_core = False
 
     def __init__(self, ref: ModelRef) -> None:
         """Keeps the reference; nothing is loaded until ``load``."""

@@ -104,8 +104,6 @@ class ContainerHandler(ModelHandler):
     """Predicts through a serving container's HTTP predict route."""
 
     framework = FRAMEWORK
-    # Nothing worth sharing across a fork: connections belong to the threads that open them.
-    share_with_forked_workers = False
 
     def load(self) -> None:
         """Checks the endpoint; connections are opened by the threads that post."""

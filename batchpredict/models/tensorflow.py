@@ -51,9 +51,8 @@ class TensorFlowHandler(ModelHandler):
     """Runs a SavedModel's signature on a batch of instances, as TF Serving's REST API."""
 
     framework = "tensorflow"
-    # TensorFlow's runtime starts native thread pools that a forked child cannot use: each worker
-    # loads the model itself.
-    share_with_forked_workers = False
+    # Its intra-op thread pool spreads each signature call over the cores: one worker by default.
+    uses_every_core = True
 
     def __init__(self, ref: Any) -> None:
         """Nothing is imported until ``load``."""
