@@ -686,3 +686,90 @@ def test_storage_read_numeric_columns_reach_the_model_as_one_array(
         json.dumps({"instance": i, "prediction": p}) for i, p in zip(instances, predicted)
     )
     assert result.completion_stats["successful_count"] == 50
+
+
+ODD_RECORDS_PREDICTOR = """
+class Odd:
+    def load(self, artifacts_uri):
+        pass
+
+    def preprocess(self, body):
+        return body['instances']
+
+    def predict(self, instances):
+        out = []
+        for i in instances:
+            if i == 3:
+                out.append(2**70)  # beyond BigQuery's INT64 (and orjson's 64 bits)
+            elif i == 5:
+                deep = 1
+                for _ in range(20):  # deeper than BigQuery's 15 levels of RECORD
+                    deep = {'a': deep}
+                out.append(deep)
+            else:
+                out.append(i * 2 if isinstance(i, int) else 0)
+        return out
+
+    def postprocess(self, results):
+        return {'predictions': results}
+"""
+
+
+def test_a_record_that_cannot_be_written_to_bigquery_fails_alone(bq, tmp_path, monkeypatch):
+    """As with file output: such a record becomes its instance's error row, never a job failure."""
+    (tmp_path / "odd_predictor.py").write_text(ODD_RECORDS_PREDICTOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "m").mkdir()
+    dataset = new_dataset(bq, "odd_records")
+    deep = "[" * 1000 + "]" * 1000  # orjson reads it; no JSON writer writes it back
+    (tmp_path / "in.jsonl").write_text("".join(f"{x}\n" for x in ["1", "3", deep, "5", "7"]))
+    result = run_batch_prediction(
+        spec(
+            gcs_source_uris=[str(tmp_path / "in.jsonl")],
+            model_uri=str(tmp_path / "m"),
+            predictor_class="odd_predictor:Odd",
+            predictions_format="bigquery",
+            bigquery_destination_output_uri=f"bq://{dataset}.out",
+        )
+    )
+    assert result.completion_stats["successful_count"] == 3
+    assert result.completion_stats["failed_count"] == 2
+    # numbers and a value nested too deep for RECORDs in one column: JSON text
+    assert ("prediction", "STRING", "NULLABLE", ()) in schema_of(bq, f"{dataset}.out")
+    rows = {r["instance"]: json.loads(r["prediction"]) for r in rows_of(bq, f"{dataset}.out")}
+    assert rows == {1: 2, 5: _nested(20), 7: 14}
+    errors = {e["errors"]["code"]: e for e in rows_of(bq, f"{dataset}.out_errors")}
+    assert sorted(errors) == [3, 13]
+    # an int and a text in one column: JSON text
+    assert json.loads(errors[13]["instance"]) == 3
+    assert "prediction cannot be written" in errors[13]["errors"]["message"]
+    assert json.loads(errors[3]["instance"]).startswith("<not JSON-encodable (TypeError)")
+    assert "instance cannot be written" in errors[3]["errors"]["message"]
+
+
+def _nested(levels: int) -> dict:
+    deep: object = 1
+    for _ in range(levels):
+        deep = {"a": deep}
+    return deep  # type: ignore[return-value]
+
+
+def test_record_types_bigquery_cannot_hold_become_json():
+    assert bq_io.value_type(_nested(15))["RECORD"]["a"]  # 15 levels of RECORD: allowed
+    assert bq_io.value_type(_nested(16)) == "JSON"
+    # a field with a null in an array cannot be typed: the whole value is JSON text
+    assert bq_io.value_type({"s": [0.1, None]}) == "JSON"
+
+
+def test_a_batch_that_cannot_be_staged_leaves_nothing_behind(tmp_path):
+    """The engine retries a failed batch record by record: the failed write must leave no row
+    and no column type (its text and int would otherwise have made the column JSON)."""
+    writer = bq_io.BigQueryShardWriter(str(tmp_path), 0, "instance")
+    with pytest.raises(TypeError):
+        writer.write([1, 2], ["x", 2**70], None)  # text beside a number: JSON, if kept
+    writer.write([1], [1.5], None)
+    writer.close()
+    info = json.loads((tmp_path / "00000.types.json").read_text())
+    assert info["rows"]["pred"] == 1
+    assert info["types"]["pred"]["prediction"] == "FLOAT"
+    assert len((tmp_path / "00000.pred.jsonl").read_text().splitlines()) == 1

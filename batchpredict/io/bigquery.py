@@ -63,7 +63,7 @@ from batchpredict.io.base import (
     Split,
     listed,
 )
-from batchpredict.io.encoding import dumps, json_default_or_text
+from batchpredict.io.encoding import UNENCODABLE, dumps, json_default_or_text, unencodable
 
 log = logging.getLogger(__name__)
 
@@ -820,25 +820,46 @@ class BigQueryShardWriter(ShardWriter):
         self._append("pred", rows)
 
     def write_errors(self, failures: list[tuple[Any, InstanceError]]) -> None:
-        """Rows of instance columns (or ``key``) and ``errors: {code, message}``."""
+        """Rows of instance columns (or ``key``) and ``errors: {code, message}``.
+
+        As in file output, an instance that cannot be written (nested too deep, not JSON) is
+        shown shortened, as text: its error row is written whatever its instance holds.
+        """
         # The engine writes a batch's results before the model's failures in it, so the
         # source's column names are known for those.
+        try:
+            self._append("errors", self._error_rows(failures))
+        except UNENCODABLE:
+            for display, err in failures:
+                try:
+                    self._append("errors", self._error_rows([(display, err)]))
+                except UNENCODABLE as why:
+                    label = KEY if self.label == KEY else INSTANCE
+                    row = {label: unencodable(display, why)}
+                    self._append("errors", [{**row, "errors": self._error(err)}])
+
+    def _error_rows(self, failures: list[tuple[Any, InstanceError]]) -> list[dict[str, Any]]:
         rows = self._instance_columns([d for d, _ in failures], self._columns)
         for row, (_, err) in zip(rows, failures):
-            row["errors"] = {"code": err.code, "message": str(err)}
-        self._append("errors", rows)
+            row["errors"] = self._error(err)
+        return rows
+
+    @staticmethod
+    def _error(err: InstanceError) -> dict[str, Any]:
+        return {"code": err.code, "message": str(err)}
 
     def _append(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Writes ``rows`` and merges their column types, or (raising) nothing of either."""
         if not rows:
             return
-        types = self._types[kind]
+        types = dict(self._types[kind])
         for name in {k: None for row in rows for k in row}:
             values = [row.get(name) for row in rows]
             types[name] = merge_types(types.get(name), column_type(values))
         opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
-        self._files[kind].write(
-            b"".join(orjson.dumps(r, default=json_default_or_text, option=opts) for r in rows)
-        )
+        data = b"".join(orjson.dumps(r, default=json_default_or_text, option=opts) for r in rows)
+        self._files[kind].write(data)
+        self._types[kind] = types
         self._rows[kind] += len(rows)
 
     def close(self) -> None:
@@ -869,8 +890,12 @@ def _staged(staging_dir: str, kind: str) -> tuple[list[str], dict[str, Any], int
 _SCALARS = {bool: "BOOLEAN", int: "INTEGER", float: "FLOAT", str: "STRING"}
 
 
-def value_type(value: Any) -> Any:
-    """The BigQuery type of one JSON-ready value."""
+# BigQuery nests RECORD (STRUCT) columns at most this deep; deeper values are written as JSON text.
+MAX_RECORD_DEPTH = 15
+
+
+def value_type(value: Any, depth: int = 0) -> Any:
+    """The BigQuery type of one JSON-ready value (``depth``: the RECORDs it is inside)."""
     if value is None:
         return None
     if hasattr(value, "tolist"):  # numpy scalars and arrays from a custom predictor
@@ -879,15 +904,19 @@ def value_type(value: Any) -> Any:
     if scalar:
         return scalar
     if isinstance(value, dict):
+        if depth >= MAX_RECORD_DEPTH:
+            return "JSON"
         if not value or not all(isinstance(k, str) and _COLUMN_NAME.fullmatch(k) for k in value):
             return "JSON"
-        return {"RECORD": {k: value_type(v) for k, v in value.items()}}
+        fields = {k: value_type(v, depth + 1) for k, v in value.items()}
+        # a field BigQuery cannot type makes the whole value JSON text (as merge_types does)
+        return "JSON" if "JSON" in fields.values() else {"RECORD": fields}
     if isinstance(value, (list, tuple)):
         element: Any = None
         for v in value:
             if v is None or isinstance(v, (list, tuple)):  # BigQuery arrays hold no NULL/array
                 return "JSON"
-            element = merge_types(element, value_type(v))
+            element = merge_types(element, value_type(v, depth))
         return "JSON" if element == "JSON" else ["REPEATED", element]
     return "STRING"
 
