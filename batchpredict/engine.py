@@ -128,6 +128,7 @@ class JobPlan:
     splits: list[Split]
     workers: int
     predict_timeout: float = 600.0
+    load_timeout: float = 1800.0
     scratch_dir: str = ""
 
 
@@ -669,6 +670,7 @@ class _Slot:
     deadline_hit: bool = False
     progress_rows: int = 0
     progress_work: int = 0
+    started: float = field(default_factory=time.monotonic)
 
 
 class _Scheduler:
@@ -857,10 +859,19 @@ class _Scheduler:
         return retry
 
     def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        load_timeout = self.plan.load_timeout
+        if load_timeout and load_timeout > 0:
+            for slot in self.slots:
+                if not slot.loaded and not slot.stopping and now - slot.started > load_timeout:
+                    raise InternalError(
+                        f"The model {_model_name(self.plan.model)} did not finish loading within "
+                        f"{load_timeout:g} s (load_timeout_seconds): its load() hangs or is too "
+                        "slow; raise load_timeout_seconds (0: no limit) if it needs longer."
+                    )
         timeout = self.plan.predict_timeout
         if not timeout or timeout <= 0:
             return
-        now = time.monotonic()
         for slot in self.slots:
             call = slot.state.current()
             if call is not None and now - call[4] > timeout and not slot.deadline_hit:
@@ -882,6 +893,12 @@ class _Scheduler:
             with contextlib.suppress(Exception):
                 slot.conn.close()
         self.slots.clear()
+
+
+def _model_name(ref: ModelRef) -> str:
+    """The model as the user named it: its Predictor class, else its directory."""
+    where = ref.source_uri or ref.local_dir
+    return f"{ref.predictor_class!r} ({where})" if ref.predictor_class else repr(where)
 
 
 def run_plan(plan: JobPlan, progress: Progress) -> Counts:

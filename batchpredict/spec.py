@@ -167,6 +167,8 @@ class BatchPredictionJobSpec:
         predict_timeout_seconds: a predict call still running after this many seconds is
             stopped (its worker is killed) and the instance that hangs is recorded as failed
             (code 4, DEADLINE_EXCEEDED); 0 disables it. Vertex allows 600 s per request.
+        load_timeout_seconds: a worker whose model ``load()`` has not returned after this many
+            seconds fails the job (exit 13, naming the model); 0 disables it.
         progress: print a live progress line.
         vertex_api_endpoint: overrides {location}-aiplatform.googleapis.com (private endpoints,
             tests).
@@ -213,6 +215,7 @@ class BatchPredictionJobSpec:
     max_failed_fraction: float = 1.0
     output_directory_name: str = ""
     predict_timeout_seconds: float = 600.0
+    load_timeout_seconds: float = 1800.0
     progress: bool = True
     vertex_api_endpoint: str = ""
 
@@ -334,6 +337,11 @@ class BatchPredictionJobSpec:
             raise UserError(
                 "predict_timeout_seconds must be >= 0 (0 disables the deadline); got "
                 f"{self.predict_timeout_seconds}."
+            )
+        if self.load_timeout_seconds < 0:
+            raise UserError(
+                "load_timeout_seconds must be >= 0 (0 disables the deadline); got "
+                f"{self.load_timeout_seconds}."
             )
         check_max_failed_fraction(self.max_failed_fraction)
         if self.output_directory_name and ("/" in self.output_directory_name):

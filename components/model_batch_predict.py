@@ -48,6 +48,7 @@ def model_batch_predict(
     output_directory_name: str = "",
     max_failed_fraction: float = 1.0,
     predict_timeout_seconds: float = 600.0,
+    load_timeout_seconds: float = 1800.0,
     return_probabilities: bool = False,
     predictor_class: str = "",
     serving_mode: str = "auto",
@@ -115,6 +116,8 @@ def model_batch_predict(
         predict_timeout_seconds: A predict call running longer is stopped and the instance that
             hangs is recorded as failed (code 4, DEADLINE_EXCEEDED); 0 disables it (local
             backend; Vertex allows 600 s per request).
+        load_timeout_seconds: A worker whose model load() has not returned after this many
+            seconds fails the step (exit 13, naming the model); 0 disables it (local backend).
         return_probabilities: Classifiers return class probabilities instead of labels.
         predictor_class: ``module:Class`` of a Custom Prediction Routine ``Predictor``.
         serving_mode: ``auto`` (in-process when batchpredict runs the serving image's framework,
@@ -172,6 +175,7 @@ def model_batch_predict(
         output_directory_name=output_directory_name,
         max_failed_fraction=max_failed_fraction,
         predict_timeout_seconds=predict_timeout_seconds,
+        load_timeout_seconds=load_timeout_seconds,
         return_probabilities=return_probabilities,
         predictor_class=predictor_class,
         serving_mode=serving_mode,

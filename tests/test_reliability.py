@@ -271,6 +271,45 @@ def test_a_hanging_instance_is_stopped_by_the_deadline_and_recorded(tmp_path):
     assert "DEADLINE_EXCEEDED" in error["error"]["message"]
 
 
+def test_a_hanging_load_fails_the_job_at_the_load_deadline(tmp_path):
+    """load() that never returns: exit 13 with one line naming the model and the deadline."""
+    pids = tmp_path / "pids.txt"
+    cls = predictor(
+        tmp_path,
+        "SlowLoad",
+        "pass",
+        load_body=f"open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(3600)",
+    )
+    spec = job(tmp_path, cls, n=40, workers=2)
+    spec.gcs_source_uris.append(write_jsonl(tmp_path / "b.jsonl", list(range(40))))
+    started = time.monotonic()
+    proc = subprocess.run(
+        [BIN, *cli_args(spec), "--load-timeout-seconds", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 13, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "SlowLoad" in lines[0] and "within 2 s (load_timeout_seconds)" in lines[0], lines
+    workers = [int(p) for p in pids.read_text().split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 5
+    while alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alive(workers) == []
+    assert [n for n in leftovers(tmp_path / "out") if not n.endswith(".lock")] == []
+    assert not any(n.startswith("prediction") for n in os.listdir(tmp_path / "out"))
+
+
+def test_load_timeout_seconds_must_not_be_negative(tmp_path):
+    cls = predictor(tmp_path, "Ok", "pass")
+    with pytest.raises(UserError, match="load_timeout_seconds must be >= 0"):
+        run_batch_prediction(job(tmp_path, cls, n=4, load_timeout_seconds=-1))
+
+
 def test_progress_is_printed_on_a_timer_during_a_stall(tmp_path, monkeypatch, capsys):
     from batchpredict import progress
 

@@ -131,6 +131,7 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
         workers=max(1, min(workers, len(splits))),
         # A serving container's requests carry the deadline themselves (with Vertex's retries).
         predict_timeout=0 if in_container else spec.predict_timeout_seconds,
+        load_timeout=spec.load_timeout_seconds,
     )
     try:
         with contextlib.ExitStack() as stack:
