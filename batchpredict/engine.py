@@ -7,8 +7,10 @@ Steps of a job (``run_job``):
    the main process. A piece is read in batches of ``batch_size`` records and written to its own
    part of the output, which becomes one result shard at commit.
 3. A predict call that raises is split until the failing instances are isolated; each gets an
-   error record (code 3 for bad input, 13 for a model error), the rest succeed. The number of
-   calls is bounded by the failure rate seen so far (see ``predict_batch``).
+   error record (code 3 for bad input, 13 for a model error), the rest succeed. Its instances are
+   first grouped by structure (bad rows usually differ: a string among numbers, another length,
+   other keys) and each group predicted in one call; within a group that still fails, the number
+   of calls is bounded by the failure rate seen so far (see ``predict_batch``).
 4. A worker that dies (a crash in model code, ``os.abort()``, ``SystemExit``, ``MemoryError``, the
    OOM killer) or whose predict call passes ``predict_timeout_seconds`` is noticed at once; its
    piece is discarded and redone by a fresh worker, with the call it was in split further, until
@@ -173,17 +175,30 @@ class WorkerCrash(BaseException):
 
 
 class FailureRate:
-    """The fraction of instances that failed so far in this worker; sizes isolation chunks."""
+    """The fraction of instances that failed so far in this worker; sizes isolation chunks.
+
+    Kept apart: the density of failures within the minority groups of the pre-screen (see
+    ``predict_batch``), where structurally odd rows are usually all bad.
+    """
 
     def __init__(self) -> None:
         """Starts with no failures seen."""
         self.rows = 0
         self.bad = 0
+        self.odd_rows = 0
+        self.odd_bad = 0
 
     def expected_bad(self, n: int) -> float:
         """Failing instances expected among ``n`` known to hold at least one."""
         rate = self.bad / self.rows if self.rows else 0.0
         return max(1.0, rate * n)
+
+    def expected_odd_bad(self, n: int) -> float:
+        """Failing instances expected among ``n`` of a failing minority group of the pre-screen.
+
+        A prior of one half (each instance alone), then the share seen in such groups so far.
+        """
+        return max(1.0, (self.odd_bad + 1) / (self.odd_rows + 2) * n)
 
 
 def _chunks(lo: int, hi: int, expected_bad: float) -> list[tuple[int, int]]:
@@ -201,6 +216,69 @@ def _chunks(lo: int, hi: int, expected_bad: float) -> list[tuple[int, int]]:
         mid = lo + n // 2
         return [(lo, mid), (mid, hi)]
     return [(s, min(s + size, hi)) for s in range(lo, hi, size)]
+
+
+def _rows(offsets: list[int]) -> range | list[int]:
+    """Sorted offsets as a range when they are contiguous (a slice, not a gather)."""
+    if offsets and offsets[-1] - offsets[0] + 1 == len(offsets):
+        return range(offsets[0], offsets[-1] + 1)
+    return offsets
+
+
+def take(instances: Any, rows: range | list[int]) -> Any:
+    """The instances at ``rows``: a slice for a range, else gathered (an array stays an array)."""
+    if isinstance(rows, range):
+        return instances[rows.start : rows.stop]
+    if hasattr(instances, "dtype"):
+        return instances[rows]
+    return [instances[i] for i in rows]
+
+
+_KINDS: dict[type, str] = {int: "number", float: "number", bool: "bool", str: "str"}
+
+
+def _kind(t: type) -> str:
+    """A value type as the pre-screen tells them apart: ints and floats are both numbers."""
+    kind = _KINDS.get(t)
+    if kind is None:
+        import numbers
+
+        number = issubclass(t, numbers.Real) and not issubclass(t, bool)
+        kind = _KINDS[t] = "number" if number else f"{t.__module__}.{t.__qualname__}"
+    return kind
+
+
+def signature(instance: Any) -> Any:
+    """A cheap structural signature: what a bad row usually differs in from the good ones.
+
+    Arrays: the length and the set of element types; objects: the sorted keys and each value's
+    type; NumPy rows: shape and dtype kind; anything else: its type. Ints and floats are alike.
+    """
+    t = type(instance)
+    if t is list or t is tuple:
+        return ("array", len(instance), frozenset(map(_kind, set(map(type, instance)))))
+    if t is dict:
+        return ("object", tuple(sorted((str(k), _kind(type(v))) for k, v in instance.items())))
+    if hasattr(instance, "shape") and hasattr(instance, "dtype"):
+        return ("ndarray", tuple(instance.shape), instance.dtype.kind)
+    return ("scalar", _kind(t))
+
+
+def _groups(instances: Any, rows: range | list[int]) -> list[list[int]]:
+    """``rows`` grouped by ``signature``, the largest group first (ties: first seen).
+
+    A numeric NumPy batch is one group by construction (no per-row work).
+    """
+    dtype = getattr(instances, "dtype", None)
+    if dtype is not None and dtype.kind != "O":
+        return [list(rows)]
+    by: dict[Any, list[int]] = {}
+    try:
+        for i in rows:
+            by.setdefault(signature(instances[i]), []).append(i)
+    except Exception:  # noqa: BLE001 - an instance the screen cannot describe: no screen
+        return [list(rows)]
+    return sorted(by.values(), key=len, reverse=True)
 
 
 def _instance_error(err: BaseException, classify: Callable[[BaseException], int]) -> InstanceError:
@@ -246,18 +324,29 @@ class CallState:
 
 
 def predict_batch(
-    predict: Callable[[int, int], list[Any]],
+    predict: Callable[[range | list[int]], list[Any]],
     n: int,
     hints: BatchHints | None = None,
     rate: FailureRate | None = None,
     classify: Callable[[BaseException], int] = _default_classify,
+    instances: Any = None,
 ) -> tuple[dict[int, Any], list[tuple[int, InstanceError]]]:
-    """Predicts instances ``0..n`` of a batch through ``predict(lo, hi)``, isolating failures.
+    """Predicts instances ``0..n`` of a batch through ``predict(rows)``, isolating failures.
 
-    A call that raises is split (see ``_chunks``) until each failing instance is alone. A chunk
-    known to fail (its siblings passed, so the parent's failure is its) is split without being
-    called again. Instances in ``hints.bad`` are not predicted; ``hints.suspect`` is predicted in
-    halves.
+    ``rows`` is a ``range`` of offsets, or a sorted list of them (see ``take``). Exact isolation:
+    every instance ends predicted, or failed with the error of a call that held it alone.
+
+    A call that raises is first pre-screened when ``instances`` is given: its instances are
+    grouped by ``signature`` (bad rows are usually structurally different: a string or null among
+    numbers, another length, missing or extra keys). With more than one group, the largest is
+    predicted in one call and each other group in one call; only groups that still fail are
+    split. Nothing of this runs on a batch that passes, and a numeric NumPy batch is one group.
+
+    Within a group (or without a screen), a failing call is split (see ``_chunks``) until each
+    failing instance is alone; a minority group is split as densely as failures in minority
+    groups have been so far (at first, instance by instance). A chunk of several instances known
+    to fail (its siblings passed, so the parent's failure is its) is split without being called.
+    Instances in ``hints.bad`` are not predicted; ``hints.suspect`` is predicted in halves.
 
     Returns:
         (offset -> prediction, [(offset, error)]).
@@ -270,22 +359,31 @@ def predict_batch(
     if hints.suspect and hints.suspect[1] - hints.suspect[0] > 1:
         lo, hi = hints.suspect
         cuts |= {lo, (lo + hi) // 2, hi}
-    segments: list[tuple[int, int]] = []
+    segments: list[range] = []
     start = None
     for i in range(n + 1):
         if i == n or i in hints.bad or (i in cuts and start is not None):
             if start is not None and start < i:
-                segments.append((start, i))
+                segments.append(range(start, i))
             start = None if (i == n or i in hints.bad) else i
         elif start is None:
             start = i
 
-    def isolate(lo: int, hi: int, known: BaseException | None) -> bool:
-        """True when [lo, hi) passed in one call; records results and failures."""
-        err = known
+    def isolate(
+        rows: range | list[int],
+        known: BaseException | None,
+        expect: Callable[[int], float] | None,
+    ) -> bool:
+        """True when ``rows`` passed in one call; records results and failures.
+
+        ``expect``: failures expected among a failing chunk's instances; None: not screened yet.
+        """
+        # A single instance is always called alone, even when known to fail: its error is then
+        # its own (a larger call's can come from the mix, e.g. rows of different lengths).
+        err = known if len(rows) > 1 else None
         if err is None:
             try:
-                predictions = predict(lo, hi)
+                predictions = predict(rows)
             except MemoryError as e:  # not a bad row: the worker is out of memory
                 raise WorkerCrash(f"MemoryError: {e}") from e
             except ModelServerError:  # the server is gone: no instance is to blame
@@ -293,21 +391,40 @@ def predict_batch(
             except Exception as e:  # noqa: BLE001 - any model failure is isolated
                 err = e
             else:
-                results.update(zip(range(lo, hi), predictions))
+                results.update(zip(rows, predictions))
                 return True
-        if hi - lo == 1:
-            failures.append((lo, _instance_error(err, classify)))
+        if len(rows) == 1:
+            failures.append((rows[0], _instance_error(err, classify)))
             return False
-        chunks = _chunks(lo, hi, rate.expected_bad(hi - lo))
+        if expect is None:
+            groups = _groups(instances, rows) if instances is not None else [rows]
+            if len(groups) > 1:
+                screen(groups, err)
+                return False
+            expect = rate.expected_bad
+        chunks = _chunks(0, len(rows), expect(len(rows)))
         all_passed = True
-        for k, (clo, chi) in enumerate(chunks):
+        for k, (a, b) in enumerate(chunks):
             # Every earlier chunk passed and the whole range failed: the last chunk fails.
             inferred = err if (k == len(chunks) - 1 and all_passed) else None
-            all_passed = isolate(clo, chi, inferred) and all_passed
+            all_passed = isolate(rows[a:b], inferred, expect) and all_passed
         return False
 
-    for lo, hi in segments:
-        isolate(lo, hi, None)
+    def screen(groups: list[list[int]], err: BaseException) -> None:
+        """Predicts each structural group in one call; splits only those that fail."""
+        all_passed = True
+        for k, group in enumerate(groups):
+            inferred = err if (k == len(groups) - 1 and all_passed) else None
+            before = len(failures)
+            expect = rate.expected_bad if k == 0 else rate.expected_odd_bad
+            passed = isolate(_rows(group), inferred, expect)
+            if k and not passed:
+                rate.odd_rows += len(group)
+                rate.odd_bad += len(failures) - before
+            all_passed = passed and all_passed
+
+    for segment in segments:
+        isolate(segment, None, None)
     rate.rows += n
     rate.bad += len(failures)
     located = []
@@ -471,10 +588,12 @@ class _Worker:
             if not len(instances):
                 return {}, []
 
-            def call(lo: int, hi: int) -> list[Any]:
-                return _checked(handler.predict(instances[lo:hi], plan.parameters), hi - lo)
+            def call(rows: range | list[int]) -> list[Any]:
+                return _checked(handler.predict(take(instances, rows), plan.parameters), len(rows))
 
-            return predict_batch(call, len(instances), None, FailureRate(), handler.classify_error)
+            return predict_batch(
+                call, len(instances), None, FailureRate(), handler.classify_error, instances
+            )
 
         pool = ThreadPoolExecutor(handler.concurrency, thread_name_prefix="predict")
         pending: deque = deque()
@@ -509,12 +628,13 @@ class _Worker:
             assert handler is not None
             instances = _for_handler(conv.instances, handler)
 
-            def predict(lo: int, hi: int) -> list[Any]:
+            def predict(rows: range | list[int]) -> list[Any]:
                 nonlocal whole
                 counts.predict_calls += 1
-                state.begin(piece.part, number, lo, hi)
+                # A gathered group is marked by its span: a crash there is isolated within it.
+                state.begin(piece.part, number, rows[0], rows[-1] + 1)
                 try:
-                    predictions = handler.predict(instances[lo:hi], parameters)
+                    predictions = handler.predict(take(instances, rows), parameters)
                 except MemoryError as err:
                     if self.batches:  # memory used up by earlier batches: a fresh worker redoes it
                         state.end()
@@ -528,20 +648,20 @@ class _Worker:
                     state.end()
                     raise
                 state.end()
-                if len(predictions) != hi - lo:
+                if len(predictions) != len(rows):
                     raise InstanceError(
-                        f"The model returned {len(predictions)} predictions for {hi - lo} "
+                        f"The model returned {len(predictions)} predictions for {len(rows)} "
                         "instances; it must return one per instance.",
                         CODE_INTERNAL,
                     )
-                if lo == 0 and hi == n:
+                if len(rows) == n:
                     whole = predictions
                 return predictions
 
             if not counts.object_instances and isinstance(instances[0], dict):
                 counts.object_instances = True
             results, failures = predict_batch(
-                predict, n, piece.hints.get(number), self.rate, handler.classify_error
+                predict, n, piece.hints.get(number), self.rate, handler.classify_error, instances
             )
         self._write_batch(batch, results, failures, whole)
 

@@ -675,11 +675,13 @@ def test_later_objects_with_extra_fields_widen_the_table(tmp_path, fmt):
 def test_a_wrong_number_of_predictions_is_a_model_error(tmp_path):
     cls = predictor(tmp_path, "Short", "pass")
     (tmp_path / "Short.py").write_text(
-        (tmp_path / "Short.py").read_text().replace("return out", "return out[:-1] or out")
+        (tmp_path / "Short.py").read_text().replace("return out", "return out[:-1]")
     )
     result = run_batch_prediction(job(tmp_path, cls, n=8))
     out = read_output(result.gcs_output_directory)
+    assert len(out["errors"]) == 8  # even alone, each call returns one prediction too few
     assert {e["error"]["code"] for e in out["errors"]} == {13}
+    assert "returned 0 predictions for 1 instances" in out["errors"][0]["error"]["message"]
 
 
 def test_a_job_where_every_instance_failed_says_so(tmp_path, capfd):
