@@ -120,8 +120,10 @@ import json, sys, time
 from batchpredict import BatchPredictionJobSpec, run_batch_prediction
 data, model, out = sys.argv[1:4]
 t = time.monotonic()
+batch = int(sys.argv[4]) if len(sys.argv) > 4 else 0  # 0: the engine's default
 r = run_batch_prediction(BatchPredictionJobSpec(job_display_name="bench", gcs_source_uris=[data],
-    gcs_destination_output_uri_prefix=out, model_uri=model, progress=False))
+    gcs_destination_output_uri_prefix=out, model_uri=model, progress=False,
+    manual_batch_tuning_parameters_batch_size=batch))
 s = time.monotonic() - t
 print(json.dumps({"seconds": s, "rows": r.completion_stats["successful_count"],
                   "workers": r.stats["workers"], "batch_size": r.stats["batch_size"]}))
@@ -195,12 +197,12 @@ def check_sample(data: str, model_dir: str, out_dir: str, sample: int = 2000) ->
     return sample
 
 
-def run_engine(data: str, model_dir: str, work: str) -> dict:
+def run_engine(data: str, model_dir: str, work: str, batch_size: int = 0) -> dict:
     import shutil
 
     out = os.path.join(work, "out")
     shutil.rmtree(out, ignore_errors=True)
-    r = timed_child(ENGINE, data, model_dir, out)
+    r = timed_child(ENGINE, data, model_dir, out, str(batch_size))
     r["sample_checked"] = check_sample(data, model_dir, out)
     shutil.rmtree(out, ignore_errors=True)
     return r
@@ -227,6 +229,11 @@ def main() -> None:
     )
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     parser.add_argument("--workdir", default=None, help="where data is generated (temp dir)")
+    parser.add_argument(
+        "--batch-sizes",
+        default="",
+        help="comma-separated batch sizes to run the engine at as well, on --rows (e.g. 8192)",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     work = args.workdir or tempfile.mkdtemp(prefix="bpbench-")
@@ -258,6 +265,12 @@ def main() -> None:
         "engine/floor_json = {engine_vs_floor_json:.2f}x, "
         "engine/ceiling = {engine_vs_ceiling:.2f}x".format(**results)
     )
+    for size in filter(None, args.batch_sizes.split(",")):
+        r = run_engine(data, model_dir, work, int(size))
+        report(f"batch {size}", r)
+        r["vs_default"] = r["rows_per_second"] / engine
+        results[f"engine_batch_{size}"] = r
+        print(f"engine at batch {size} / engine at its default: {r['vs_default']:.2f}x")
     if args.memory_rows:
         big = os.path.join(work, f"data-{args.memory_rows}.jsonl")
         if not os.path.exists(big):
