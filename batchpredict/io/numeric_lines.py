@@ -22,6 +22,7 @@ reads the batch on the general path.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import orjson
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching in the tes
 # Below this many lines a batch stays on the general path: too little to gain.
 MIN_LINES = 256
 
-_parser = None
+_local = threading.local()  # a simdjson parser holds one document at a time: one per thread
 
 
 def _parse(joined: bytes, rows: int) -> Any:
@@ -46,16 +47,16 @@ def _parse(joined: bytes, rows: int) -> Any:
     text) or of int64 (none): no Python object per value. Anything that is not numbers, or a
     number out of range, raises inside simdjson and is refused here.
     """
-    global _parser
     import numpy as np
 
     if simdjson is None:
         return None
-    if _parser is None:
-        _parser = simdjson.Parser()
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = simdjson.Parser()
     floats = b"." in joined or b"e" in joined or b"E" in joined
     try:
-        doc = _parser.parse(joined)
+        doc = parser.parse(joined)
         try:  # the document must be gone before the parser is used again
             flat = np.frombuffer(
                 doc.as_buffer(of_type="d" if floats else "i"), np.float64 if floats else np.int64
