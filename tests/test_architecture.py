@@ -18,7 +18,16 @@ TASKS = sorted(
 # io/ is the floor the engine and the tasks stand on.
 ABOVE_IO = ("tasks", "engine", "backends", "models", "component_entry", "cli", "example")
 # What a format module may import within io/: the base, the filesystem, the encoder and helpers.
-IO_FLOOR = ("base", "fs", "encoding", "tfrecord", "arrow_rows", "numeric_lines", "publish")
+IO_FLOOR = (
+    "base",
+    "fs",
+    "encoding",
+    "tfrecord",
+    "arrow_rows",
+    "numeric_lines",
+    "parquet_footer",
+    "publish",
+)
 # The io/ modules that combine formats: the registry of format classes, and the results reader
 # (directories and BigQuery tables).
 IO_COMBINERS = ("formats", "reader")

@@ -363,3 +363,134 @@ def test_float_result_columns_skip_dictionary_encoding(tmp_path):
         for i in range(group.num_columns)
     }
     assert dictionary == {"x": False, "y": False, "prediction": True}
+
+
+FOOTER_CASES = {
+    "row groups of 7": (
+        lambda: _table(a=np.arange(100.0), b=np.arange(100)),
+        {"row_group_size": 7},
+    ),
+    "no rows": (lambda: pa.table({"a": pa.array([], pa.float64())}), {}),
+    "nested, maps, structs": (
+        lambda: pa.table(
+            {
+                "a": pa.array([[1, 2], [3]] * 50),
+                "s": pa.array([{"x": 1, "y": "z"}] * 100),
+                "m": pa.array([[("k", 1)]] * 100, pa.map_(pa.string(), pa.int64())),
+            }
+        ),
+        {"row_group_size": 30},
+    ),
+    "metadata, page index, statistics, zstd, sorting": (
+        lambda: _table(
+            a=[f"s{i}" for i in range(1000)], b=RNG.normal(size=1000)
+        ).replace_schema_metadata({"k": "v" * 1000}),
+        {
+            "row_group_size": 333,
+            "compression": "zstd",
+            "write_page_index": True,
+            "sorting_columns": [pq.SortingColumn(0)],
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FOOTER_CASES))
+def test_parquet_footer_reader_gives_pyarrows_row_groups(tmp_path, case):
+    from batchpredict.io import parquet_footer
+
+    make, options = FOOTER_CASES[case]
+    path = tmp_path / "in.parquet"
+    pq.write_table(make(), path, **options)
+    meta = pq.ParquetFile(path).metadata
+    with open(path, "rb") as f:
+        got = parquet_footer.row_group_rows(f)
+    assert got == [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def test_parquet_footer_reader_refuses_damaged_footers_and_pyarrow_names_the_problem(tmp_path):
+    import io
+
+    from batchpredict.errors import UserError
+    from batchpredict.io import parquet_footer
+
+    buf = io.BytesIO()
+    pq.write_table(_table(a=np.arange(50.0), s=[str(i) for i in range(50)]), buf, row_group_size=9)
+    data = buf.getvalue()
+    length = int.from_bytes(data[-8:-4], "little")
+    rng = np.random.default_rng(3)
+    refused = 0
+    for _ in range(500):  # any damage: FooterError, or a reading that parses (never a crash)
+        damaged = bytearray(data)
+        for at in rng.integers(len(data) - 8 - length, len(data) - 8, 2):
+            damaged[at] = int(rng.integers(256))
+        try:
+            parquet_footer.row_group_rows(io.BytesIO(bytes(damaged)))
+        except parquet_footer.FooterError:
+            refused += 1
+    assert refused
+    path = tmp_path / "in.parquet"
+    path.write_bytes(b"not a parquet file, but long enough")
+    source = formats.make_source("parquet", [str(path)], InstanceConfig())
+    with pytest.raises(UserError, match=r"in\.parquet' cannot be read as Parquet \(Parquet magic"):
+        source.splits()
+
+
+def test_planning_parquet_input_leaves_the_main_process_able_to_fork(tmp_path):
+    """The splits come from the footer: no pyarrow, NumPy or their threads in the main process,
+    so the engine forks its workers instead of spawning fresh interpreters."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(_table(a=np.arange(100.0)), path, row_group_size=30)
+    code = (
+        "import sys\n"
+        "from batchpredict.instances import InstanceConfig\n"
+        "from batchpredict.io import formats\n"
+        "from batchpredict import engine\n"
+        f"s = formats.make_source('parquet', [{str(path)!r}], InstanceConfig()).splits()\n"
+        "print([x.weight for x in s], engine._start_method(), "
+        "'pyarrow' in sys.modules, 'numpy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[30,", "30,", "30,", "10]", "fork", "False", "False"]
+
+
+def test_a_row_group_is_decoded_in_chunks_of_whole_batches(tmp_path, monkeypatch):
+    """One decode and one array serve several batches (their instances are views of it); the
+    batches are the same as reading batch by batch."""
+    from batchpredict.io import sources
+
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 30)
+    path = tmp_path / "in.parquet"
+    values = RNG.normal(size=(100, 3))
+    pq.write_table(_table(a=values[:, 0], b=values[:, 1], c=values[:, 2]), path)
+    decoded = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def recording(self, batch_size=65536, **kwargs):
+        decoded.append(batch_size)
+        return iter_batches(self, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", recording)
+    source = formats.make_source("parquet", [str(path)], InstanceConfig())
+    (split,) = source.splits()
+    batches = [b.converted for b in source.batches(split, 7)]
+    assert decoded == [28]  # 4 batches of 7 at a time
+    assert [len(b.instances) for b in batches] == [7] * 14 + [2]
+    assert batches[0].instances.base is batches[3].instances.base  # views of one array
+    assert batches[3].instances.base is not batches[4].instances.base
+    np.testing.assert_array_equal(np.concatenate([b.instances for b in batches]), values)
+
+
+def test_chunks_of_wide_rows_are_capped_by_bytes():
+    from batchpredict.io import sources
+
+    class Group:
+        num_rows, total_byte_size = 100_000, 100_000 * 8_000  # 1,000 float64 columns
+
+    assert sources._chunk_rows(Group, 64) == (sources.CHUNK_BYTES // 8_000) // 64 * 64
+    assert sources._chunk_rows(Group, 5000) == 5000  # never less than one batch
+    Group.total_byte_size = 100_000 * 8
+    assert sources._chunk_rows(Group, 2048) == sources.CHUNK_ROWS
