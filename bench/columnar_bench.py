@@ -16,11 +16,17 @@ for the engine, the steady rate: (N - n) / (t_N - t_n), where t_n is the time in
 ``run_batch_prediction`` of the same job on the first n = 10,000 rows, run just before. The steady
 rate leaves out what the ceiling leaves out (worker start, imports and model load in each worker)
 and is the one compared with the 80% target. CPU seconds (the child and its workers) are given
-beside each time: on a loaded machine they move less than wall time. Peak memory is the highest
+beside each time: on a loaded machine they move less than wall time, so the steady CPU time per
+row is compared with the ceiling's too ("cpu steady", ceiling CPU-s per row / engine CPU-s per row
+between the small and the large job). Peak memory is the highest
 summed RSS of the child's process tree. Ratios, not absolute times, are the result: the machine
 is shared and noisy.
 
-Usage: python bench/columnar_bench.py [--rows 1000000] [--out bench/out]
+Scale (issue 14, item 4): with ``--memory-rows`` (10,000,000 by default; 0 skips) the engine's
+Parquet->Parquet job runs again on that many rows, with its own small job just before it; the
+peak memory and the rows/s (inside, and steady) are compared with the --rows run's.
+
+Usage: python bench/columnar_bench.py [--rows 1000000] [--memory-rows 10000000] [--out bench/out]
 """
 
 from __future__ import annotations
@@ -115,6 +121,11 @@ print(json.dumps({"seconds": time.monotonic() - t, "cpu_seconds": cpu() - c, "ro
 )
 
 
+def _cpu_per_row(run: dict, small: dict) -> float:
+    """CPU microseconds per row between the small job and ``run`` (fixed costs cancel)."""
+    return 1e6 * (run["cpu_seconds"] - small["cpu_seconds"]) / (run["rows"] - small["rows"])
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -122,6 +133,12 @@ def uptime() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--memory-rows",
+        type=int,
+        default=10_000_000,
+        help="second, larger input for the memory and scaling comparison (0 skips)",
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     parser.add_argument("--workdir", default=None, help="where data is generated (temp dir)")
     args = parser.parse_args()
@@ -155,6 +172,7 @@ def main() -> None:
         if code is ENGINE:
             r["small_job"] = r0
             r["steady_rows_per_second"] = (r["rows"] - r0["rows"]) / (r["seconds"] - r0["seconds"])
+            r["steady_cpu_us_per_row"] = _cpu_per_row(r, r0)
             line = (
                 f" steady {r['steady_rows_per_second']:>9,.0f} rows/s "
                 f"(small job {r0['seconds']:.2f} s inside, {r0['wall_seconds']:.2f} s process);"
@@ -169,6 +187,7 @@ def main() -> None:
         )
     ceiling = results["ceiling"]["rows_per_second"]
     floor = results["floor"]["rows_per_second"]
+    ceiling_cpu = 1e6 * results["ceiling"]["cpu_seconds"] / results["ceiling"]["rows"]
     for name in ("engine parquet->parquet", "engine parquet->jsonl", "floor"):
         r = results[name]
         r["vs_ceiling"] = r["rows_per_second"] / ceiling
@@ -177,10 +196,47 @@ def main() -> None:
         steady = ""
         if "steady_rows_per_second" in r:
             r["steady_vs_ceiling"] = r["steady_rows_per_second"] / ceiling
-            steady = f"{r['steady_vs_ceiling']:.2f}x ceiling (steady), "
+            r["cpu_steady_vs_ceiling"] = ceiling_cpu / r["steady_cpu_us_per_row"]
+            steady = (
+                f"{r['steady_vs_ceiling']:.2f}x ceiling (steady), "
+                f"{r['cpu_steady_vs_ceiling']:.2f}x (cpu steady: "
+                f"{r['steady_cpu_us_per_row']:.2f} vs {ceiling_cpu:.2f} cpu-us/row), "
+            )
         print(
             f"{name:24s} {steady}{r['vs_ceiling']:.2f}x ceiling (inside), "
             f"{r['process_vs_ceiling']:.2f}x ceiling (whole process), {r['vs_floor']:.2f}x floor"
+        )
+    if args.memory_rows:
+        big = os.path.join(work, f"data-{args.memory_rows}.parquet")
+        if not os.path.exists(big):
+            make_parquet(big, args.memory_rows)
+        small_run = timed_child(ENGINE, small, model_dir, out, "parquet")
+        r = timed_child(ENGINE, big, model_dir, out, "parquet")
+        r["rows_per_second"] = r["rows"] / r["seconds"]
+        r["steady_rows_per_second"] = (r["rows"] - small_run["rows"]) / (
+            r["seconds"] - small_run["seconds"]
+        )
+        r["small_job"] = small_run
+        r["steady_cpu_us_per_row"] = _cpu_per_row(r, small_run)
+        r["uptime"] = uptime()
+        base = results["engine parquet->parquet"]
+        r["peak_memory_ratio_large_vs_small"] = r["peak_rss_mib"] / base["peak_rss_mib"]
+        r["rows_per_second_ratio_large_vs_small"] = r["rows_per_second"] / base["rows_per_second"]
+        r["steady_ratio_large_vs_small"] = (
+            r["steady_rows_per_second"] / base["steady_rows_per_second"]
+        )
+        results[f"engine parquet->parquet@{args.memory_rows}"] = r
+        print(
+            f"engine parquet->parquet @{args.memory_rows:,}: steady "
+            f"{r['steady_rows_per_second']:>9,.0f} rows/s; inside {r['rows_per_second']:>9,.0f} "
+            f"rows/s ({r['seconds']:6.2f} s, {r['cpu_seconds']:6.2f} cpu-s); peak "
+            f"{r['peak_rss_mib']:5.0f} MiB; {r['uptime']}\n"
+            f"{args.memory_rows:,} vs {args.rows:,} rows: peak memory "
+            f"{r['peak_memory_ratio_large_vs_small']:.2f}x, rows/s "
+            f"{r['rows_per_second_ratio_large_vs_small']:.2f}x (inside), "
+            f"{r['steady_ratio_large_vs_small']:.2f}x (steady); cpu per row (steady) "
+            f"{r['steady_cpu_us_per_row']:.2f} vs {base['steady_cpu_us_per_row']:.2f} cpu-us",
+            flush=True,
         )
     with open(os.path.join(args.out, "columnar_bench.json"), "w") as f:
         json.dump(results, f, indent=2)

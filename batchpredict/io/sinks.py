@@ -437,7 +437,7 @@ class ParquetShardWriter(TableShardWriter):
     vertex = False
 
     def _start(self) -> None:
-        self._file = fs.open_file(self.results_uri, "wb")
+        self._file = fs.arrow_output(self.results_uri)  # native: see fs.arrow_file
         self._parquet: Any = None
         self._segments: list[str] = []
 
@@ -491,7 +491,7 @@ class ParquetShardWriter(TableShardWriter):
                 self._parquet.close()
                 self._file.close()
                 self._segments.append(f"{self.results_uri}.segment-{len(self._segments) + 1}")
-                self._file = fs.open_file(self._segments[-1], "wb")
+                self._file = fs.arrow_output(self._segments[-1])
                 self._parquet = None
         if self._parquet is None:
             self._parquet = _parquet_writer(self._file, table.schema)
