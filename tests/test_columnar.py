@@ -494,3 +494,68 @@ def test_chunks_of_wide_rows_are_capped_by_bytes():
     assert sources._chunk_rows(Group, 5000) == 5000  # never less than one batch
     Group.total_byte_size = 100_000 * 8
     assert sources._chunk_rows(Group, 2048) == sources.CHUNK_ROWS
+
+
+@pytest.mark.parametrize(
+    "make, cfg",
+    [
+        (CASES["mixed int and float"][0], InstanceConfig()),
+        (
+            lambda: _table(id=pa.array(list(range(N)), pa.int64()), a=pa.array(SPECIAL)),
+            InstanceConfig(excluded_fields=("id",)),
+        ),
+    ],
+    ids=["mixed int and float", "excluded int id attached to float features"],
+)
+def test_mixed_int_and_float_columns_are_written_to_parquet_without_rows(
+    tmp_path, monkeypatch, make, cfg
+):
+    """Displays that mix integer and float columns stay Arrow columns (ColumnRows) on their way
+    to Parquet results: no Python row is made, and the results are the row path's."""
+    path = tmp_path / "in.parquet"
+    pq.write_table(make(), path, row_group_size=6)
+
+    def no_rows(*args):
+        raise AssertionError("a Python row was made")
+
+    with monkeypatch.context() as m:
+        m.setattr(arrow_rows, "batch_rows", no_rows)
+        m.setattr(arrow_rows, "_rows", no_rows)
+        m.setattr(sinks.ParquetShardWriter, "_write_rows", no_rows)
+        fast, columnar = _write(path, cfg, "parquet", tmp_path / "fast", "scores")
+    assert columnar and all(columnar)
+    monkeypatch.setattr(arrow_rows, "numeric_converted", lambda batch, conv: None)
+    monkeypatch.setattr(sinks.ParquetShardWriter, "_write_columns", lambda *a: False)
+    slow, _ = _write(path, cfg, "parquet", tmp_path / "slow", "scores")
+    got, want = pq.read_table(fast), pq.read_table(slow)
+    assert got.schema.equals(want.schema, check_metadata=True)
+    assert json.dumps(got.to_pylist()) == json.dumps(want.to_pylist())
+
+
+def test_a_script_without_a_main_guard_runs_a_parquet_job(
+    tmp_path, sklearn_model_dir, sklearn_model, iris
+):
+    """Forked workers do not re-run the caller's script: with spawned ones (what Parquet input
+    got while planning loaded pyarrow) a script without ``if __name__ == "__main__":`` failed
+    with multiprocessing's "bootstrapping phase" error."""
+    import subprocess
+    import sys
+
+    X, _ = iris
+    path = tmp_path / "in.parquet"
+    pq.write_table(_table(**{c: X[:, i] for i, c in enumerate("abcd")}), path, row_group_size=50)
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from batchpredict import BatchPredictionJobSpec, run_batch_prediction\n"
+        "r = run_batch_prediction(BatchPredictionJobSpec(job_display_name='s', "
+        f"model_uri={sklearn_model_dir!r}, instances_format='parquet', "
+        f"gcs_source_uris=[{str(path)!r}], gcs_destination_output_uri_prefix={str(tmp_path)!r}, "
+        "predictions_format='parquet', workers=2, progress=False))\n"
+        "print(r.gcs_output_directory)\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    directory = out.stdout.strip().splitlines()[-1]
+    shards = sorted(p for p in os.listdir(directory) if p.startswith("prediction.results-"))
+    predicted = [v for s in shards for v in pq.read_table(os.path.join(directory, s))["prediction"]]
+    assert sorted(v.as_py() for v in predicted) == sorted(sklearn_model.predict(X).tolist())

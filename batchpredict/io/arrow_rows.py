@@ -17,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchpredict.io.encoding import EncodedRows, dumps_many
+
 
 def json_value(value: Any) -> Any:
     """One Arrow-produced Python value as Vertex sends it to a model."""
@@ -101,17 +103,68 @@ def _rows(columns: list[Any]) -> list[list[Any]]:
     return [list(row) for row in zip(*(c.to_pylist() for c in columns))]
 
 
+class ColumnRows(EncodedRows):
+    """The displays of a columnar batch: its numeric Arrow columns; Python rows only on demand.
+
+    A writer of columns (Parquet) takes ``arrow_columns()`` as they are; everything else sees
+    what the row path gives: ``tolist()`` the rows as lists of Python numbers (integers stay
+    integers beside floats), indexing a row, and each row's ``json.dumps`` text
+    (``EncodedRows``) made from those. ``array``: the rows as one NumPy array when the columns
+    are all integers or all floats (its ``tolist()`` is the rows, its text is encoded at once),
+    else None. Slicing gives the rows' ColumnRows.
+    """
+
+    bracketed = True
+
+    def __init__(self, columns: list[Any], array: Any = None) -> None:
+        """``columns``: Arrow integer or float columns without nulls, of equal length."""
+        self.columns = columns
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            lo, hi, _ = index.indices(len(self))
+            hi = max(lo, hi)
+            array = None if self.array is None else self.array[lo:hi]
+            return ColumnRows([c.slice(lo, hi - lo) for c in self.columns], array)
+        if self.array is not None:
+            return self.array[index]
+        return [c[index].as_py() for c in self.columns]
+
+    def tolist(self) -> list[Any]:
+        """The rows as lists of Python numbers, as the row path gives them."""
+        return self.array.tolist() if self.array is not None else _rows(self.columns)
+
+    @property
+    def text(self) -> list[bytes]:  # type: ignore[override]
+        """Each row's ``json.dumps`` text, as the writers encoded the row path's rows."""
+        return dumps_many(self.array if self.array is not None else self.tolist())
+
+    def arrow_columns(self) -> list[Any]:
+        """The columns as the row path's cells become Arrow arrays: int64 or double."""
+        out = []
+        for column in self.columns:
+            if isinstance(column, pa.ChunkedArray):
+                column = column.combine_chunks()
+            target = pa.int64() if pa.types.is_integer(column.type) else pa.float64()
+            out.append(column if column.type == target else column.cast(target))
+        return out
+
+
 def numeric_converted(batch: Any, conv: Any) -> Any:
     """``conv.convert(batch_rows(batch))`` without a Python object per value, or None.
 
     The columnar path for array instances (``instance_type`` unset or ``'array'``) whose columns
     are all integers or floats without nulls: the instances are one 2-D NumPy array holding what
-    ``np.asarray`` makes of the rows the row path gives, and the displays are that array too when
-    the columns are all integers or all floats (its ``tolist()`` gives the row path's rows
-    exactly; float32 widens to the same float64 either way). Keys (``key_field``) are the key
-    column's values; rows that mix integer and float columns, or attached excluded columns of
-    other kinds, are shown as the row path shows them. None when a column is not numeric or has a
-    null in this batch: the caller converts it row by row.
+    ``np.asarray`` makes of the rows the row path gives, and the displays are the columns
+    (``ColumnRows``: that array too when the columns are all integers or all floats, whose
+    ``tolist()`` gives the row path's rows exactly; float32 widens to the same float64 either
+    way). Keys (``key_field``) are the key column's values; attached excluded columns that are
+    not all numeric are shown as the row path shows them. None when a column is not numeric or
+    has a null in this batch: the caller converts it row by row.
 
     ``batch``: an Arrow RecordBatch or Table; ``conv``: the input's ``TableConverter``.
     """
@@ -131,13 +184,15 @@ def numeric_converted(batch: Any, conv: Any) -> Any:
         displays: Any = _column_values(columns[conv.key_index])
     elif cfg.attach_excluded:  # the whole row is shown, excluded columns included
         all_kinds = [_numeric_kind(c) for c in columns]
-        if len(set(all_kinds)) == 1 and "" not in all_kinds:
-            displays = _array(columns, all_kinds)
-        else:
+        if "" in all_kinds:
             displays = batch_rows(batch)
+        elif len(set(all_kinds)) == 1:
+            displays = ColumnRows(list(columns), _array(columns, all_kinds))
+        else:
+            displays = ColumnRows(list(columns))
         return Converted(instances=instances, displays=displays, columns=list(conv.columns))
     else:
-        displays = instances if homogeneous else _rows(kept)
+        displays = ColumnRows(kept, instances if homogeneous else None)
     return Converted(instances=instances, displays=displays, columns=list(conv.keep_names))
 
 

@@ -445,9 +445,10 @@ class ParquetShardWriter(TableShardWriter):
         self._write_table(_arrow_table(self.header, rows))
 
     def _write_columns(self, displays: Any, predictions: Any, columns: list[str] | None) -> bool:
-        """The columnar path: a batch of NumPy displays (or keys) and plain predictions.
+        """The columnar path: NumPy displays, Arrow columns, or keys, and plain predictions.
 
-        It becomes Arrow columns without a Python row per result.
+        Arrow columns come as ``arrow_rows.ColumnRows``. The batch becomes Arrow columns without
+        a Python row per result.
         The table is the one the row path builds from the same batch (same names, types and
         values: integers as int64, floats as double, text as string); anything else (objects,
         nested values, a width that differs from the header) returns False for the row path.
@@ -455,17 +456,27 @@ class ParquetShardWriter(TableShardWriter):
         import pyarrow as pa
 
         keyed = self.label == KEY
+        arrow = None if keyed else getattr(displays, "arrow_columns", None)  # arrow_rows
         array = hasattr(displays, "dtype")
-        if not (keyed or array) or (array and displays.ndim != (1 if keyed else 2)):
+        if arrow is None and (
+            not (keyed or array) or (array and displays.ndim != (1 if keyed else 2))
+        ):
             return False
         if self._header is None:
-            first = displays[0].tolist() if array else displays[0]
+            if arrow is not None:
+                first: Any = [None] * len(displays.columns)
+            else:
+                first = displays[0].tolist() if array else displays[0]
             if not keyed and not isinstance(first, list):
                 return False
             header = self._columns_for(first, columns) + ["prediction"]
         else:
             header = self.header
-        if keyed or displays.ndim == 1:
+        if arrow is not None:
+            if len(displays.columns) != len(header) - 1:
+                return False
+            shown = arrow()
+        elif keyed or displays.ndim == 1:
             shown = [_plain_column(displays)]
         elif displays.shape[1] == len(header) - 1:
             shown = [_plain_column(displays[:, j]) for j in range(displays.shape[1])]
