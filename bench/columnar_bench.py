@@ -27,7 +27,13 @@ Scale (issue 14, item 4): with ``--memory-rows`` (10,000,000 by default; 0 skips
 Parquet->Parquet job runs again on that many rows, with its own small job just before it; the
 peak memory and the rows/s (inside, and steady) are compared with the --rows run's.
 
+Before and after (``--baseline DIR``, a checkout of another commit, e.g. made with ``git worktree
+add DIR main``): the engine's Parquet->Parquet small and --rows jobs run ``--repeat`` times (3),
+alternating between DIR's code and this checkout's, and the medians of each are compared; single
+runs on a shared machine move by 20% and more, alternation spreads the load over both.
+
 Usage: python bench/columnar_bench.py [--rows 1000000] [--memory-rows 10000000] [--out bench/out]
+       [--baseline DIR [--repeat 3]]
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import engine_bench  # noqa: E402
 from engine_bench import FEATURES, ROOT, make_model, timed_child  # noqa: E402
 
 ROW_GROUP = 131_072
@@ -127,6 +134,60 @@ def _cpu_per_row(run: dict, small: dict) -> float:
     return 1e6 * (run["cpu_seconds"] - small["cpu_seconds"]) / (run["rows"] - small["rows"])
 
 
+def timed_in(root: str, code: str, *args: str) -> dict:
+    """``timed_child`` with the code of the checkout at ``root`` (its PYTHONPATH)."""
+    saved = engine_bench.ROOT
+    engine_bench.ROOT = root
+    try:
+        return timed_child(code, *args)
+    finally:
+        engine_bench.ROOT = saved
+
+
+def compare(args: argparse.Namespace, small: str, data: str, model_dir: str, out: str) -> dict:
+    """Medians of alternating runs of the baseline's and this checkout's Parquet->Parquet job."""
+    import statistics
+
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    roots = {"baseline": os.path.abspath(args.baseline), "this": ROOT}
+    print(f"baseline {roots['baseline']} vs this {ROOT}; {uptime()}", flush=True)
+    for round_ in range(args.repeat):
+        for name, root in roots.items():
+            r0 = timed_in(root, ENGINE, small, model_dir, out, "parquet")
+            r = timed_in(root, ENGINE, data, model_dir, out, "parquet")
+            run = {
+                "small_seconds": r0["seconds"],
+                "small_cpu_seconds": r0["cpu_seconds"],
+                "seconds": r["seconds"],
+                "cpu_seconds": r["cpu_seconds"],
+                "rows_per_second": r["rows"] / r["seconds"],
+                "steady_rows_per_second": (r["rows"] - r0["rows"]) / (r["seconds"] - r0["seconds"]),
+                "steady_cpu_us_per_row": _cpu_per_row(r, r0),
+                "peak_rss_mib": r["peak_rss_mib"],
+                "uptime": uptime(),
+            }
+            runs[name].append(run)
+            print(
+                f"round {round_ + 1} {name:8s} small {run['small_seconds']:5.2f} s "
+                f"({run['small_cpu_seconds']:5.2f} cpu-s); {args.rows:,} rows "
+                f"{run['seconds']:6.2f} s ({run['cpu_seconds']:6.2f} cpu-s); steady "
+                f"{run['steady_rows_per_second']:>9,.0f} rows/s, "
+                f"{run['steady_cpu_us_per_row']:.2f} cpu-us/row; {run['uptime']}",
+                flush=True,
+            )
+    medians = {
+        name: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "uptime"}
+        for name, rs in runs.items()
+    }
+    keys = ("small_seconds", "small_cpu_seconds", "seconds", "cpu_seconds", "rows_per_second")
+    for key in (*keys, "steady_rows_per_second", "steady_cpu_us_per_row"):
+        base, this = medians["baseline"][key], medians["this"][key]
+        print(
+            f"median {key:22s} baseline {base:>12,.2f}  this {this:>12,.2f}  ({this / base:.2f}x)"
+        )
+    return {"runs": runs, "medians": medians}
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -140,6 +201,12 @@ def main() -> None:
         default=10_000_000,
         help="second, larger input for the memory and scaling comparison (0 skips)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="a checkout of another commit: compare its Parquet->Parquet job with this one's",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of --baseline (medians)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     parser.add_argument("--workdir", default=None, help="where data is generated (temp dir)")
     args = parser.parse_args()
@@ -156,6 +223,11 @@ def main() -> None:
     if not os.path.exists(small):
         make_parquet(small, SMALL_ROWS, SMALL_ROWS // 2)
     results: dict = {"rows": args.rows, "cpus": os.cpu_count()}
+    if args.baseline:
+        results["baseline"] = compare(args, small, data, model_dir, os.path.join(work, "out"))
+        with open(os.path.join(args.out, "columnar_bench_baseline.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        return
     print(f"rows {args.rows:,}; {uptime()}", flush=True)
     out = os.path.join(work, "out")
     for name, code, extra in (

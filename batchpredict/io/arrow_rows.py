@@ -114,8 +114,6 @@ class ColumnRows(EncodedRows):
     else None. Slicing gives the rows' ColumnRows.
     """
 
-    bracketed = True
-
     def __init__(self, columns: list[Any], array: Any = None) -> None:
         """``columns``: Arrow integer or float columns without nulls, of equal length."""
         self.columns = columns
