@@ -57,6 +57,7 @@ from batchpredict.errors import (
 )
 from batchpredict.io.base import Destination, Source, Split, listed
 from batchpredict.io.encoding import UNENCODABLE, dumps
+from batchpredict.io.publish import try_lock
 from batchpredict.models import ModelHandler, ModelRef, handler_class, load_handler
 from batchpredict.progress import Progress
 
@@ -1032,14 +1033,58 @@ def run_plan(plan: JobPlan, progress: Progress) -> Counts:
         method = "spawn"
     ctx = mp.get_context(method)
     own_scratch = not plan.scratch_dir
+    lock = None
     if own_scratch:
-        plan.scratch_dir = tempfile.mkdtemp(prefix="batchpredict-job-")
+        sweep_scratch()
+        plan.scratch_dir = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+        lock = try_lock(os.path.join(plan.scratch_dir, SCRATCH_LOCK))
     try:
         return _Scheduler(plan, progress, ctx).run()
     finally:
         if own_scratch:
             shutil.rmtree(plan.scratch_dir, ignore_errors=True)
+            if lock is not None:
+                os.close(lock)
             plan.scratch_dir = ""
+
+
+# A job's temporary files (CPR working directories) live in a scratch directory that the main
+# process holds a lock in while the job runs; a job killed with SIGKILL (or by the OOM killer)
+# cannot remove it, so the next job removes every scratch directory whose lock is free.
+SCRATCH_PREFIX = "batchpredict-job-"
+SCRATCH_LOCK = ".job.lock"
+UNLOCKED_SCRATCH_AGE_SECONDS = 24 * 3600  # made before scratch directories were locked
+
+
+def sweep_scratch(parent: str | None = None) -> list[str]:
+    """Removes the scratch directories of jobs that are gone; returns them. Never raises."""
+    parent = parent or tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith(SCRATCH_PREFIX)]
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        path = os.path.join(parent, name)
+        lock = os.path.join(path, SCRATCH_LOCK)
+        try:
+            if os.path.islink(path) or not os.path.isdir(path):
+                continue
+            if not os.path.exists(lock):  # an old job's, or one being made this instant
+                if time.time() - os.stat(path).st_mtime < UNLOCKED_SCRATCH_AGE_SECONDS:
+                    continue
+                fd = None
+            else:
+                fd = try_lock(lock)
+                if fd is None:
+                    continue  # its job is running
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
+        removed.append(path)
+    return removed
 
 
 def _threads() -> int:

@@ -18,7 +18,9 @@ import psutil
 import pytest
 
 from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+from batchpredict.engine import SCRATCH_LOCK, SCRATCH_PREFIX, sweep_scratch
 from batchpredict.errors import InternalError, UserError
+from batchpredict.io.publish import try_lock
 from tests.conftest import read_output, write_jsonl
 
 BIN = os.path.join(os.path.dirname(sys.executable), "batchpredict")
@@ -139,6 +141,50 @@ def test_workers_die_when_the_main_process_is_sigkilled(tmp_path):
     while alive(workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert alive(workers) == [], "workers outlived the main process"
+
+
+def scratch_dirs(parent: Path) -> list[str]:
+    return sorted(n for n in os.listdir(parent) if n.startswith(SCRATCH_PREFIX))
+
+
+def test_the_next_job_removes_the_scratch_directory_of_a_sigkilled_one(tmp_path):
+    """A killed job cannot remove its temporary files (CPR working directories): the next does."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    spec = job(tmp_path, slow(tmp_path), n=4000, workers=1)
+    proc = subprocess.Popen(
+        [BIN, *cli_args(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    workers = wait_for_workers(proc, 1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (killed,) = scratch_dirs(tmp)
+    assert os.listdir(tmp / killed), "the killed job's CPR working directory should be in it"
+    (tmp_path / "next").mkdir()
+    quick = job(tmp_path / "next", predictor(tmp_path / "next", "Quick", "pass"), n=10)
+    done = subprocess.run([BIN, *cli_args(quick)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert scratch_dirs(tmp) == []
+
+
+def test_scratch_sweep_keeps_running_jobs_and_recent_unlocked_directories(tmp_path):
+    running = tmp_path / f"{SCRATCH_PREFIX}running"
+    running.mkdir()
+    fd = try_lock(str(running / SCRATCH_LOCK))  # as a live job's main process holds it
+    recent, old = tmp_path / f"{SCRATCH_PREFIX}recent", tmp_path / f"{SCRATCH_PREFIX}old"
+    recent.mkdir()
+    old.mkdir()
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    try:
+        assert sweep_scratch(str(tmp_path)) == [str(old)]
+        assert scratch_dirs(tmp_path) == [f"{SCRATCH_PREFIX}recent", f"{SCRATCH_PREFIX}running"]
+    finally:
+        os.close(fd)
+    assert sweep_scratch(str(tmp_path)) == [str(running)]  # its job is gone
 
 
 # ---- 2. SIGTERM and Ctrl-C are clean stops ----------------------------------------------------
