@@ -134,13 +134,19 @@ def test_workers_die_when_the_main_process_is_sigkilled(tmp_path):
         spec.gcs_source_uris
     )
     proc = subprocess.Popen([BIN, *cli_args(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    workers = wait_for_workers(proc, 2)
+    workers = sigkill_main_once_working(proc, 2)
+    assert alive(workers) == [], "workers outlived the main process"
+
+
+def sigkill_main_once_working(proc: subprocess.Popen, count: int) -> list[int]:
+    """SIGKILLs the job's main process once ``count`` workers work; waits up to 5 s for them."""
+    workers = wait_for_workers(proc, count)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.monotonic() + 5
     while alive(workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert alive(workers) == [], "workers outlived the main process"
+    return workers
 
 
 def scratch_dirs(parent: Path) -> list[str]:
@@ -156,12 +162,7 @@ def test_the_next_job_removes_the_scratch_directory_of_a_sigkilled_one(tmp_path)
     proc = subprocess.Popen(
         [BIN, *cli_args(spec)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
-    workers = wait_for_workers(proc, 1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    deadline = time.monotonic() + 5
-    while alive(workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    sigkill_main_once_working(proc, 1)
     (killed,) = scratch_dirs(tmp)
     assert os.listdir(tmp / killed), "the killed job's CPR working directory should be in it"
     (tmp_path / "next").mkdir()
