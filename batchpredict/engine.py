@@ -649,12 +649,7 @@ class _Worker:
                     state.end()
                     raise
                 state.end()
-                if len(predictions) != len(rows):
-                    raise InstanceError(
-                        f"The model returned {len(predictions)} predictions for {len(rows)} "
-                        "instances; it must return one per instance.",
-                        CODE_INTERNAL,
-                    )
+                _checked(predictions, len(rows))
                 if len(rows) == n:
                     whole = predictions
                 return predictions
@@ -714,9 +709,7 @@ class _Worker:
 
 def _for_handler(instances: Any, handler: Any) -> Any:
     """The batch's instances as the handler takes them: an array, or a list of rows."""
-    if hasattr(instances, "tolist") and not handler.accepts_arrays:
-        return instances.tolist()
-    return instances
+    return instances if handler.accepts_arrays else listed(instances)
 
 
 def _checked(predictions: list[Any], n: int) -> list[Any]:
