@@ -79,17 +79,22 @@ def _b64(data: bytes) -> dict:
 def run(tmp_path, model_dir, instances, raw_lines=(), **kw):
     data = write_jsonl(tmp_path / "in.jsonl", instances, raw_lines)
     kw.setdefault("workers", 1)
-    result = run_batch_prediction(
+    result = job_on(tmp_path, model_dir, [data], **kw)
+    return read_output(result.gcs_output_directory, result)
+
+
+def job_on(tmp_path, model_dir, files, **kw):
+    """The job's result on ``files``, its output under ``tmp_path / "out"``."""
+    return run_batch_prediction(
         BatchPredictionJobSpec(
             job_display_name="tf",
-            gcs_source_uris=[data],
+            gcs_source_uris=files,
             model_uri=model_dir,
             gcs_destination_output_uri_prefix=str(tmp_path / "out"),
             progress=False,
             **kw,
         )
     )
-    return read_output(result.gcs_output_directory, result)
 
 
 def test_float32_written_as_tf_serving_writes_them():
@@ -228,16 +233,7 @@ def test_spawned_workers_each_load_the_model(tmp_path, jpeg_model_dir, jpegs):
         files.append(
             write_jsonl(tmp_path / f"in{i}.jsonl", [{"bytes_inputs": _b64(j)} for j in jpegs])
         )
-    result = run_batch_prediction(
-        BatchPredictionJobSpec(
-            job_display_name="tf",
-            gcs_source_uris=files,
-            model_uri=jpeg_model_dir,
-            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
-            progress=False,
-            workers=2,
-        )
-    )
+    result = job_on(tmp_path, jpeg_model_dir, files, workers=2)
     out = read_output(result.gcs_output_directory, result)
     assert result.stats["workers"] == 2
     assert out["stats"]["successful_count"] == 18 and out["errors"] == []
@@ -251,15 +247,7 @@ def test_one_worker_by_default_as_tensorflow_uses_every_core(
     files = [
         write_jsonl(tmp_path / f"in{i}.jsonl", [{"x": [1.0, 2.0], "tag": "a"}]) for i in range(3)
     ]
-    result = run_batch_prediction(
-        BatchPredictionJobSpec(
-            job_display_name="tf",
-            gcs_source_uris=files,
-            model_uri=multi_model_dir,
-            gcs_destination_output_uri_prefix=str(tmp_path / "out"),
-            progress=False,
-        )
-    )
+    result = job_on(tmp_path, multi_model_dir, files)
     assert result.stats["workers"] == 1
     assert result.completion_stats["successful_count"] == 3
 
