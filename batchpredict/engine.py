@@ -55,6 +55,7 @@ from batchpredict.errors import (
     environment_error,
     error_cause,
 )
+from batchpredict.io import fs
 from batchpredict.io.base import Destination, Source, Split, listed
 from batchpredict.io.encoding import UNENCODABLE, dumps
 from batchpredict.io.publish import try_lock
@@ -727,6 +728,7 @@ def _worker_main(plan: JobPlan, part: int, conn: Any, state_array: Any, parent_p
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fs.use_worker_arrow_pool()
     if plan.scratch_dir:  # the model's temporary files (CPR working directories) go here
         os.environ["TMPDIR"] = plan.scratch_dir
         tempfile.tempdir = plan.scratch_dir

@@ -24,9 +24,10 @@ BACKENDS = ("local", "vertex")
 # How the local backend serves the model (batchpredict.models.SERVING_MODES).
 SERVING_MODES = ("auto", "in_process", "container")
 
-# Our default instances per predict call when the user leaves batch size at 0. Vertex's service
-# default is 64, tuned for HTTP model servers; in-process models are far faster on larger batches
-# (bench/engine_bench.py). A user's value is always respected exactly.
+# Our default instances per predict call when the user leaves batch size at 0, for frameworks that
+# do not set their own (ModelHandler.default_batch_size and columnar_batch_size: a serving
+# container takes Vertex's 64; scikit-learn and XGBoost 8192 from Parquet or BigQuery). A user's
+# value is always respected exactly.
 DEFAULT_BATCH_SIZE = 2048
 
 
@@ -134,7 +135,8 @@ class BatchPredictionJobSpec:
         max_replica_count: Vertex workers at most.
         service_account: the service account the Vertex job runs as.
         manual_batch_tuning_parameters_batch_size: instances per predict call; 0 picks the
-            backend's default (Vertex: 64; local: 2048 in-process, 64 to a serving container).
+            backend's default (Vertex: 64; local: 64 to a serving container, 8192 for
+            scikit-learn and XGBoost reading Parquet or BigQuery, 2048 otherwise).
         generate_explanation: ask Vertex for explanations (refused by the local backend).
         explanation_metadata: Vertex explanation metadata (a JSON object).
         explanation_parameters: Vertex explanation parameters (a JSON object).
@@ -218,11 +220,6 @@ class BatchPredictionJobSpec:
     load_timeout_seconds: float = 1800.0
     progress: bool = True
     vertex_api_endpoint: str = ""
-
-    @property
-    def batch_size(self) -> int:
-        """Instances per predict call: the user's value exactly, else our default."""
-        return self.manual_batch_tuning_parameters_batch_size or DEFAULT_BATCH_SIZE
 
     @property
     def worker_count(self) -> int:
@@ -323,8 +320,8 @@ class BatchPredictionJobSpec:
             )
         if self.manual_batch_tuning_parameters_batch_size < 0:
             raise UserError(
-                "manual_batch_tuning_parameters_batch_size must be >= 0 (0 picks the default "
-                f"{DEFAULT_BATCH_SIZE}); got {self.manual_batch_tuning_parameters_batch_size}."
+                "manual_batch_tuning_parameters_batch_size must be >= 0 (0 picks the model "
+                f"framework's default); got {self.manual_batch_tuning_parameters_batch_size}."
             )
         if self.requests_in_flight < 0:
             raise UserError(

@@ -21,7 +21,10 @@ beside each time: on a loaded machine they move less than wall time, so the stea
 row is compared with the ceiling's too ("cpu steady", ceiling CPU-s per row / engine CPU-s per row
 between the small and the large job). Peak memory is the highest
 summed RSS of the child's process tree. Ratios, not absolute times, are the result: the machine
-is shared and noisy.
+is shared and noisy. The comparison runs ``--rounds`` times (3), each round starting with
+another system, and reports each round's ratios and their medians: the first child after a
+pause ran up to 25% slower (memory faulted in again), which a single run charged to whichever
+system came first.
 
 Scale (issue 14, item 4): with ``--memory-rows`` (10,000,000 by default; 0 skips) the engine's
 Parquet->Parquet job runs again on that many rows, with its own small job just before it; the
@@ -32,8 +35,8 @@ add DIR main``): the engine's Parquet->Parquet small and --rows jobs run ``--rep
 alternating between DIR's code and this checkout's, and the medians of each are compared; single
 runs on a shared machine move by 20% and more, alternation spreads the load over both.
 
-Usage: python bench/columnar_bench.py [--rows 1000000] [--memory-rows 10000000] [--out bench/out]
-       [--baseline DIR [--repeat 3]]
+Usage: python bench/columnar_bench.py [--rows 1000000] [--memory-rows 10000000] [--rounds 3]
+       [--out bench/out] [--baseline DIR [--repeat 3]]
 """
 
 from __future__ import annotations
@@ -135,13 +138,22 @@ def _cpu_per_row(run: dict, small: dict) -> float:
 
 
 def timed_in(root: str, code: str, *args: str) -> dict:
-    """``timed_child`` with the code of the checkout at ``root`` (its PYTHONPATH)."""
+    """``timed_child`` with the code of the checkout at ``root`` (its PYTHONPATH).
+
+    An engine job's output (``args[2]``, a directory of job directories) is removed after it:
+    a few runs of 10M rows would otherwise fill the disk.
+    """
+    import shutil
+
     saved = engine_bench.ROOT
     engine_bench.ROOT = root
+    out = args[2] if code is ENGINE else None
     try:
         return timed_child(code, *args)
     finally:
         engine_bench.ROOT = saved
+        if out:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def compare(args: argparse.Namespace, small: str, data: str, model_dir: str, out: str) -> dict:
@@ -192,6 +204,86 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def run_system(
+    name: str, code: str, extra: list[str], small: str, data: str, model_dir: str
+) -> dict:
+    """One system's run on ``data`` (the engine's also on ``small`` first: its fixed cost)."""
+    if code is ENGINE:
+        r0 = timed_in(ROOT, code, small, model_dir, *extra)
+    r = timed_in(ROOT, code, data, model_dir, *extra)
+    r["rows_per_second"] = r["rows"] / r["seconds"]
+    r["rows_per_second_process"] = r["rows"] / r["wall_seconds"]
+    r["uptime"] = uptime()
+    line = ""
+    if code is ENGINE:
+        r["small_job"] = r0
+        r["steady_rows_per_second"] = (r["rows"] - r0["rows"]) / (r["seconds"] - r0["seconds"])
+        r["steady_cpu_us_per_row"] = _cpu_per_row(r, r0)
+        line = (
+            f" steady {r['steady_rows_per_second']:>9,.0f} rows/s "
+            f"(small job {r0['seconds']:.2f} s inside, {r0['wall_seconds']:.2f} s process);"
+        )
+    print(
+        f"{name:24s}{line} inside {r['rows_per_second']:>9,.0f} rows/s "
+        f"({r['seconds']:6.2f} s, {r['cpu_seconds']:6.2f} cpu-s); process "
+        f"{r['rows_per_second_process']:>9,.0f} rows/s ({r['wall_seconds']:6.2f} s); "
+        f"peak {r['peak_rss_mib']:5.0f} MiB; {r['uptime']}",
+        flush=True,
+    )
+    return r
+
+
+RATIOS = (
+    "vs_ceiling",
+    "process_vs_ceiling",
+    "vs_floor",
+    "steady_vs_ceiling",
+    "cpu_steady_vs_ceiling",
+)
+
+
+def ratios(results: dict, show_only: bool = False) -> None:
+    """Adds (unless ``show_only``) and prints each system's ratios to the ceiling and floor."""
+    if not show_only:
+        ceiling = results["ceiling"]["rows_per_second"]
+        floor = results["floor"]["rows_per_second"]
+        ceiling_cpu = 1e6 * results["ceiling"]["cpu_seconds"] / results["ceiling"]["rows"]
+        results["ceiling"]["cpu_us_per_row"] = ceiling_cpu
+    for name in ("engine parquet->parquet", "engine parquet->jsonl", "floor"):
+        r = results[name]
+        if not show_only:
+            r["vs_ceiling"] = r["rows_per_second"] / ceiling
+            r["process_vs_ceiling"] = r["rows_per_second_process"] / ceiling
+            r["vs_floor"] = r["rows_per_second"] / floor
+            if "steady_rows_per_second" in r:
+                r["steady_vs_ceiling"] = r["steady_rows_per_second"] / ceiling
+                r["cpu_steady_vs_ceiling"] = ceiling_cpu / r["steady_cpu_us_per_row"]
+        steady = ""
+        if "steady_vs_ceiling" in r:
+            steady = (
+                f"{r['steady_vs_ceiling']:.2f}x ceiling (steady), "
+                f"{r['cpu_steady_vs_ceiling']:.2f}x (cpu steady: "
+                f"{r['steady_cpu_us_per_row']:.2f} vs {results['ceiling']['cpu_us_per_row']:.2f} "
+                "cpu-us/row), "
+            )
+        print(
+            f"{name:24s} {steady}{r['vs_ceiling']:.2f}x ceiling (inside), "
+            f"{r['process_vs_ceiling']:.2f}x ceiling (whole process), {r['vs_floor']:.2f}x floor",
+            flush=True,
+        )
+
+
+def medians(rounds: list[dict]) -> dict:
+    """Per system, the median over rounds of every number (ratios included)."""
+    import statistics
+
+    out: dict = {}
+    for name, first in rounds[0].items():
+        keys = [k for k, v in first.items() if isinstance(v, (int, float))]
+        out[name] = {k: statistics.median(r[name][k] for r in rounds) for k in keys}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -207,6 +299,9 @@ def main() -> None:
         help="a checkout of another commit: compare its Parquet->Parquet job with this one's",
     )
     parser.add_argument("--repeat", type=int, default=3, help="rounds of --baseline (medians)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the comparison (medians; 1: one run)"
+    )
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     parser.add_argument("--workdir", default=None, help="where data is generated (temp dir)")
     args = parser.parse_args()
@@ -228,64 +323,35 @@ def main() -> None:
         with open(os.path.join(args.out, "columnar_bench_baseline.json"), "w") as f:
             json.dump(results, f, indent=2)
         return
-    print(f"rows {args.rows:,}; {uptime()}", flush=True)
+    print(f"rows {args.rows:,}; {args.rounds} rounds; {uptime()}", flush=True)
     out = os.path.join(work, "out")
-    for name, code, extra in (
+    systems = [
         ("engine parquet->parquet", ENGINE, [out, "parquet"]),
         ("engine parquet->jsonl", ENGINE, [out, "jsonl"]),
         ("floor", FLOOR, [work]),
         ("ceiling", CEILING, []),
-    ):
-        if code is ENGINE:  # the same job on SMALL_ROWS rows: its fixed cost
-            r0 = timed_child(code, small, model_dir, *extra)
-        r = timed_child(code, data, model_dir, *extra)
-        r["rows_per_second"] = r["rows"] / r["seconds"]
-        r["rows_per_second_process"] = r["rows"] / r["wall_seconds"]
-        r["uptime"] = uptime()
-        line = ""
-        if code is ENGINE:
-            r["small_job"] = r0
-            r["steady_rows_per_second"] = (r["rows"] - r0["rows"]) / (r["seconds"] - r0["seconds"])
-            r["steady_cpu_us_per_row"] = _cpu_per_row(r, r0)
-            line = (
-                f" steady {r['steady_rows_per_second']:>9,.0f} rows/s "
-                f"(small job {r0['seconds']:.2f} s inside, {r0['wall_seconds']:.2f} s process);"
-            )
-        results[name] = r
-        print(
-            f"{name:24s}{line} inside {r['rows_per_second']:>9,.0f} rows/s "
-            f"({r['seconds']:6.2f} s, {r['cpu_seconds']:6.2f} cpu-s); process "
-            f"{r['rows_per_second_process']:>9,.0f} rows/s ({r['wall_seconds']:6.2f} s); "
-            f"peak {r['peak_rss_mib']:5.0f} MiB; {r['uptime']}",
-            flush=True,
-        )
-    ceiling = results["ceiling"]["rows_per_second"]
-    floor = results["floor"]["rows_per_second"]
-    ceiling_cpu = 1e6 * results["ceiling"]["cpu_seconds"] / results["ceiling"]["rows"]
-    for name in ("engine parquet->parquet", "engine parquet->jsonl", "floor"):
-        r = results[name]
-        r["vs_ceiling"] = r["rows_per_second"] / ceiling
-        r["process_vs_ceiling"] = r["rows_per_second_process"] / ceiling
-        r["vs_floor"] = r["rows_per_second"] / floor
-        steady = ""
-        if "steady_rows_per_second" in r:
-            r["steady_vs_ceiling"] = r["steady_rows_per_second"] / ceiling
-            r["cpu_steady_vs_ceiling"] = ceiling_cpu / r["steady_cpu_us_per_row"]
-            steady = (
-                f"{r['steady_vs_ceiling']:.2f}x ceiling (steady), "
-                f"{r['cpu_steady_vs_ceiling']:.2f}x (cpu steady: "
-                f"{r['steady_cpu_us_per_row']:.2f} vs {ceiling_cpu:.2f} cpu-us/row), "
-            )
-        print(
-            f"{name:24s} {steady}{r['vs_ceiling']:.2f}x ceiling (inside), "
-            f"{r['process_vs_ceiling']:.2f}x ceiling (whole process), {r['vs_floor']:.2f}x floor"
-        )
+    ]
+    rounds: list[dict] = []
+    for round_ in range(args.rounds):
+        # Each round starts with another system: the first child after a pause runs slower
+        # (memory the machine has to fault in again), and no system should always be first.
+        k = round_ % len(systems)
+        this: dict = {}
+        for name, code, extra in systems[k:] + systems[:k]:
+            this[name] = run_system(name, code, extra, small, data, model_dir)
+        ratios(this)
+        rounds.append(this)
+    results["rounds"] = rounds
+    results["median"] = medians(rounds)
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds (ratios taken within each round):")
+        ratios(results["median"], show_only=True)
     if args.memory_rows:
         big = os.path.join(work, f"data-{args.memory_rows}.parquet")
         if not os.path.exists(big):
             make_parquet(big, args.memory_rows)
-        small_run = timed_child(ENGINE, small, model_dir, out, "parquet")
-        r = timed_child(ENGINE, big, model_dir, out, "parquet")
+        small_run = timed_in(ROOT, ENGINE, small, model_dir, out, "parquet")
+        r = timed_in(ROOT, ENGINE, big, model_dir, out, "parquet")
         r["rows_per_second"] = r["rows"] / r["seconds"]
         r["steady_rows_per_second"] = (r["rows"] - small_run["rows"]) / (
             r["seconds"] - small_run["seconds"]
@@ -293,7 +359,7 @@ def main() -> None:
         r["small_job"] = small_run
         r["steady_cpu_us_per_row"] = _cpu_per_row(r, small_run)
         r["uptime"] = uptime()
-        base = results["engine parquet->parquet"]
+        base = results["median"]["engine parquet->parquet"]
         r["peak_memory_ratio_large_vs_small"] = r["peak_rss_mib"] / base["peak_rss_mib"]
         r["rows_per_second_ratio_large_vs_small"] = r["rows_per_second"] / base["rows_per_second"]
         r["steady_ratio_large_vs_small"] = (

@@ -100,7 +100,8 @@ def model_batch_predict(
         max_replica_count: Vertex only (recorded locally).
         service_account: Vertex only (recorded locally).
         manual_batch_tuning_parameters_batch_size: Instances per predict call; 0 picks the
-            backend's default (Vertex: 64; local: batchpredict's DEFAULT_BATCH_SIZE).
+            backend's default (Vertex: 64; local: 64 to a serving container, 8192 for
+            scikit-learn and XGBoost reading Parquet or BigQuery, 2048 otherwise).
         generate_explanation: Vertex only; locally it is refused with a clear error.
         explanation_metadata: Vertex only.
         explanation_parameters: Vertex only.

@@ -195,3 +195,58 @@ def test_two_workers_predict_with_one_openmp_thread_each(tmp_path, iris):
     assert proc.returncode == 0, proc.stderr
     seen = {name: (marks / name).read_text() for name in os.listdir(marks)}
     assert seen and set(seen.values()) == {"1"}, seen
+
+
+def test_each_framework_has_its_own_default_batch_sizes():
+    """Batch size 0 picks the framework's default; tree ensembles gain from large columnar calls."""
+    defaults = {
+        row.name: (row.handler.default_batch_size, row.handler.columnar_batch_size)
+        for row in FRAMEWORKS
+        if row.handler
+    }
+    assert defaults == {
+        "sklearn": (2048, 8192),
+        "xgboost": (2048, 8192),
+        "tensorflow": (2048, 0),
+        "custom": (2048, 0),
+        "container": (64, 0),  # Vertex's default for model servers
+    }
+
+
+@pytest.mark.parametrize(
+    "fmt, default_size, default_calls", [("jsonl", 2048, 10), ("parquet", 8192, 3)]
+)
+def test_a_scikit_learn_job_picks_its_batch_size_by_input_unless_the_user_sets_one(
+    tmp_path, sklearn_model_dir, iris, fmt, default_size, default_calls
+):
+    """One split of 20,000 rows: calls of 8192, 8192 and 3616 from Parquet; of 2048 from JSONL."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batchpredict import BatchPredictionJobSpec, run_batch_prediction
+
+    rows = (iris[0].tolist() * 140)[:20_000]
+    if fmt == "jsonl":
+        data = write_jsonl(tmp_path / "in.jsonl", rows)
+    else:
+        data = str(tmp_path / "in.parquet")
+        table = pa.table({c: [r[i] for r in rows] for i, c in enumerate("abcd")})
+        pq.write_table(table, data, row_group_size=len(rows))
+
+    def run(size: int) -> dict:
+        return run_batch_prediction(
+            BatchPredictionJobSpec(
+                job_display_name="sizes",
+                gcs_source_uris=[data],
+                instances_format=fmt,
+                model_uri=sklearn_model_dir,
+                gcs_destination_output_uri_prefix=str(tmp_path / f"out{size}"),
+                manual_batch_tuning_parameters_batch_size=size,
+                workers=1,
+                progress=False,
+            )
+        ).stats
+
+    default, chosen = run(0), run(1000)
+    assert (default["batch_size"], default["predict_calls"]) == (default_size, default_calls)
+    assert (chosen["batch_size"], chosen["predict_calls"]) == (1000, 20)

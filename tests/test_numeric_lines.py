@@ -132,7 +132,8 @@ SklearnHandler.predict = spy
 calls, model, out, *files = sys.argv[1:]
 result = run_batch_prediction(BatchPredictionJobSpec(
     job_display_name="j", gcs_source_uris=files, model_uri=model,
-    gcs_destination_output_uri_prefix=out, workers=2, progress=False))
+    gcs_destination_output_uri_prefix=out, workers=2, progress=False,
+    manual_batch_tuning_parameters_batch_size=2048))  # b.jsonl: a full batch and a partial one
 print(result.completion_stats["successful_count"])
 """
 

@@ -297,7 +297,7 @@ def test_default_routes_and_batch_size(tmp_path, model_dir, server_image):
     )
     out = read_output(result.gcs_output_directory, result)
     assert [r["prediction"] for r in out["results"]] == [i + 1 for i in range(200)]
-    assert out["stats"]["batch_size"] == serving.DEFAULT_CONTAINER_BATCH_SIZE
+    assert out["stats"]["batch_size"] == 64  # Vertex's default
     assert our_containers("ctr-defaults") == []
 
 

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from batchpredict.backends.serving import (
-    DEFAULT_CONTAINER_BATCH_SIZE,
     default_in_flight,
     serve,
     sweep_recorded,
@@ -118,14 +117,16 @@ def _run_local(spec: BatchPredictionJobSpec) -> JobResult:
     # Through a container, one worker process with requests in flight is the default: the
     # server does the work; more client processes only take cores from it. A framework whose
     # predict uses every core itself (TensorFlow) also gets one worker unless the user sets more.
-    one_process = in_container or handler_class(model).uses_every_core
+    handler = handler_class(model)
+    one_process = in_container or handler.uses_every_core
     workers = spec.worker_count if spec.workers > 0 or not one_process else 1
     plan = JobPlan(
         source=source,
         destination=destination,
         model=model,
         batch_size=spec.manual_batch_tuning_parameters_batch_size
-        or (DEFAULT_CONTAINER_BATCH_SIZE if in_container else spec.batch_size),
+        or (source.columnar and handler.columnar_batch_size)
+        or handler.default_batch_size,
         parameters=dict(spec.model_parameters),
         splits=splits,
         workers=max(1, min(workers, len(splits))),

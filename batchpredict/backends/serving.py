@@ -50,8 +50,6 @@ DEFAULT_HEALTH_ROUTE = f"/v1/endpoints/{LOCAL_ENDPOINT_ID}/deployedModels/{LOCAL
 DEFAULT_PREDICT_ROUTE = DEFAULT_HEALTH_ROUTE + ":predict"
 # Where the model directory is mounted, read-only (as LocalModel.deploy_to_local_endpoint does).
 MODEL_MOUNT = "/tmp_cpr_local_model"
-# Instances per request when the user leaves batch size at 0: Vertex's default.
-DEFAULT_CONTAINER_BATCH_SIZE = 64
 # How long a container may take to answer its health route with 200 (image start + model load).
 READY_TIMEOUT_S = 300.0
 READY_TIMEOUT_ENV = "BATCHPREDICT_CONTAINER_READY_TIMEOUT_S"

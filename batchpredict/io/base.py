@@ -97,6 +97,9 @@ class Source(ABC):
     instances_are: ClassVar[str] = "objects"
     #: Vertex AI batch prediction reads it too.
     vertex: ClassVar[bool] = True
+    #: Batches are Arrow record batches (Parquet, BigQuery's Storage Read API): numeric columns
+    #: reach a model that takes arrays as one 2-D array, with no Python object per value.
+    columnar: ClassVar[bool] = False
 
     @classmethod
     def for_input(cls, location: Any, cfg: InstanceConfig, project: str = "") -> Source:

@@ -224,6 +224,7 @@ class BigQuerySource(Source):
 
     format = "bigquery"
     input_field = BIGQUERY_SOURCE
+    columnar = True
 
     @classmethod
     def for_input(cls, location: Any, cfg: InstanceConfig, project: str = "") -> BigQuerySource:

@@ -337,6 +337,39 @@ def arrow_output(uri: str) -> Any:
     return filesystem_.open(path, "wb")
 
 
+# Arrow's memory pool for worker processes, unless the user names one in this variable.
+ARROW_POOL_ENV = "ARROW_DEFAULT_MEMORY_POOL"
+WORKER_ARROW_POOL = "jemalloc"
+
+
+def use_worker_arrow_pool() -> None:
+    """Makes jemalloc Arrow's memory pool in this (worker) process, unless the user chose one.
+
+    A worker decodes Parquet and builds arrays chunk after chunk, each a few megabytes freed
+    before the next. Arrow's default pool (mimalloc) hands such memory back to the system at
+    once, and the next chunk faults it in again as fresh zeroed pages: kernel time that varied
+    from 0.1 to 1.2 us a row between runs. jemalloc keeps it for reuse: a 1M-row
+    Parquet->Parquet job took 7% less CPU and 5% less time (6 alternating runs; README,
+    Columnar benchmark).
+    Before pyarrow is imported the choice is Arrow's own variable (no import here: JSON Lines
+    jobs never load pyarrow); after, it is set directly. A pyarrow built without jemalloc keeps
+    its default.
+    """
+    import sys
+
+    if ARROW_POOL_ENV in os.environ:
+        return
+    if "pyarrow" not in sys.modules:
+        os.environ[ARROW_POOL_ENV] = WORKER_ARROW_POOL
+        return
+    import contextlib
+
+    import pyarrow as pa
+
+    with contextlib.suppress(NotImplementedError):  # a pyarrow built without jemalloc
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+
+
 def file_size(uri: str) -> int:
     """The size of ``uri`` in bytes."""
     fs, path = filesystem(uri)

@@ -451,6 +451,7 @@ class ParquetSource(Source):
 
     format = "parquet"
     vertex = False
+    columnar = True
 
     def __init__(self, uris: list[str], cfg: InstanceConfig) -> None:
         """Keeps the files; schemas are read when planning."""

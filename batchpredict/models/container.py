@@ -41,6 +41,8 @@ from batchpredict.errors import (
 from batchpredict.models.base import ModelHandler
 
 FRAMEWORK = "container"
+# Instances per request when the user leaves batch size at 0: Vertex's default.
+DEFAULT_CONTAINER_BATCH_SIZE = 64
 # Vertex retries a failing request 3 times (troubleshooting docs: "retry=3").
 MAX_RETRIES = 3
 # First pause before a retry; doubled each time (0.1 s, 0.2 s, 0.4 s).
@@ -104,6 +106,7 @@ class ContainerHandler(ModelHandler):
     """Predicts through a serving container's HTTP predict route."""
 
     framework = FRAMEWORK
+    default_batch_size = DEFAULT_CONTAINER_BATCH_SIZE
 
     def load(self) -> None:
         """Checks the endpoint; connections are opened by the threads that post."""

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from batchpredict.models.base import ModelHandler, tolist
-from batchpredict.models.sklearn import load_pickled
+from batchpredict.models.sklearn import SklearnHandler, load_pickled
 
 NATIVE_FILES = ("model.bst", "model.json", "model.ubj")
 
@@ -20,6 +20,8 @@ class XGBoostHandler(ModelHandler):
 
     framework = "xgboost"
     accepts_arrays = True  # np.asarray(instances, dtype=np.float32), as from a list
+    # A DMatrix and a call per batch: 8192-row calls cost 20-25% less CPU per row than 2048.
+    columnar_batch_size = SklearnHandler.columnar_batch_size
 
     def __init__(self, ref: Any, preloaded: Any = None) -> None:
         """``preloaded``: an already unpickled XGBoost model."""
